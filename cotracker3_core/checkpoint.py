@@ -1,0 +1,252 @@
+"""Building models and moving weights in and out of them.
+
+Official CoTracker3 files use the reference implementation's module names (including its misspelt
+`updateformer.virual_tracks`); compatibility with them is a key mapping here, applied when loading and
+when writing an official-layout file, never a copied layout in our modules. The project's own checkpoints
+store our keys plus the architecture (`"arch"`), so they load without repeating it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import hub
+from .config import DEFAULT_WINDOW_LEN, MODES, ModelConfig
+from .model import CoTracker3
+
+logger = logging.getLogger(__name__)
+
+#: Format tag of the project's own checkpoint files.
+CHECKPOINT_FORMAT = "cotracker3_ros/1"
+
+_Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
+
+
+def _rules(pairs: list[tuple[str, str | Callable[[re.Match[str]], str]]]) -> list[_Rule]:
+    out = []
+    for pattern, repl in pairs:
+        fn = repl if callable(repl) else (lambda m, r=repl: m.expand(r))
+        out.append((re.compile(pattern), fn))
+    return out
+
+
+# official key -> our key
+_FROM_OFFICIAL = _rules(
+    [
+        (r"^time_emb$", "time_embedding"),
+        (r"^fnet\.conv1\.(.+)$", r"encoder.stem.\1"),
+        (
+            r"^fnet\.layer(\d)\.(\d)\.downsample\.0\.(.+)$",
+            lambda m: f"encoder.stages.{int(m[1]) - 1}.{m[2]}.shortcut.0.{m[3]}",
+        ),
+        (
+            r"^fnet\.layer(\d)\.(\d)\.(conv[12])\.(.+)$",
+            lambda m: f"encoder.stages.{int(m[1]) - 1}.{m[2]}.{m[3]}.{m[4]}",
+        ),
+        (r"^fnet\.conv2\.(.+)$", r"encoder.fuse.\1"),
+        (r"^fnet\.conv3\.(.+)$", r"encoder.project.\1"),
+        (r"^updateformer\.virual_tracks$", "transformer.virtual_tracks"),
+        (r"^updateformer\.input_transform\.(.+)$", r"transformer.input_proj.\1"),
+        (r"^updateformer\.(flow_head|vis_conf_head)\.(.+)$", r"transformer.\1.\2"),
+        (r"^updateformer\.time_blocks\.(.+)$", r"transformer.time_blocks.\1"),
+        (r"^updateformer\.space_virtual_blocks\.(.+)$", r"transformer.virtual_self.\1"),
+        (r"^updateformer\.space_virtual2point_blocks\.(\d+)\.cross_attn\.(.+)$", r"transformer.virtual_gather.\1.attn.\2"),
+        (r"^updateformer\.space_virtual2point_blocks\.(.+)$", r"transformer.virtual_gather.\1"),
+        (r"^updateformer\.space_point2virtual_blocks\.(\d+)\.cross_attn\.(.+)$", r"transformer.track_scatter.\1.attn.\2"),
+        (r"^updateformer\.space_point2virtual_blocks\.(.+)$", r"transformer.track_scatter.\1"),
+        (r"^corr_mlp\.(.+)$", r"correlation.mlp.\1"),
+    ]
+)
+
+# our key -> official key
+_TO_OFFICIAL = _rules(
+    [
+        (r"^time_embedding$", "time_emb"),
+        (r"^encoder\.stem\.(.+)$", r"fnet.conv1.\1"),
+        (
+            r"^encoder\.stages\.(\d)\.(\d)\.shortcut\.0\.(.+)$",
+            lambda m: f"fnet.layer{int(m[1]) + 1}.{m[2]}.downsample.0.{m[3]}",
+        ),
+        (
+            r"^encoder\.stages\.(\d)\.(\d)\.(conv[12])\.(.+)$",
+            lambda m: f"fnet.layer{int(m[1]) + 1}.{m[2]}.{m[3]}.{m[4]}",
+        ),
+        (r"^encoder\.fuse\.(.+)$", r"fnet.conv2.\1"),
+        (r"^encoder\.project\.(.+)$", r"fnet.conv3.\1"),
+        (r"^transformer\.virtual_tracks$", "updateformer.virual_tracks"),
+        (r"^transformer\.input_proj\.(.+)$", r"updateformer.input_transform.\1"),
+        (r"^transformer\.(flow_head|vis_conf_head)\.(.+)$", r"updateformer.\1.\2"),
+        (r"^transformer\.time_blocks\.(.+)$", r"updateformer.time_blocks.\1"),
+        (r"^transformer\.virtual_self\.(.+)$", r"updateformer.space_virtual_blocks.\1"),
+        (r"^transformer\.virtual_gather\.(\d+)\.attn\.(.+)$", r"updateformer.space_virtual2point_blocks.\1.cross_attn.\2"),
+        (r"^transformer\.virtual_gather\.(.+)$", r"updateformer.space_virtual2point_blocks.\1"),
+        (r"^transformer\.track_scatter\.(\d+)\.attn\.(.+)$", r"updateformer.space_point2virtual_blocks.\1.cross_attn.\2"),
+        (r"^transformer\.track_scatter\.(.+)$", r"updateformer.space_point2virtual_blocks.\1"),
+        (r"^correlation\.mlp\.(.+)$", r"corr_mlp.\1"),
+    ]
+)
+
+
+def _map_key(key: str, rules: list[_Rule]) -> str | None:
+    for pattern, fn in rules:
+        m = pattern.match(key)
+        if m:
+            return fn(m)
+    return None
+
+
+def official_key(key: str) -> str:
+    """Our state-dict key -> the official checkpoints' key."""
+    mapped = _map_key(key, _TO_OFFICIAL)
+    if mapped is None:
+        raise KeyError(f"no official name for parameter {key!r}")
+    return mapped
+
+
+def is_official_layout(state_dict: Mapping[str, Any]) -> bool:
+    return any(k.startswith(("fnet.", "updateformer.", "corr_mlp.")) for k in state_dict)
+
+
+def to_official_state_dict(model: CoTracker3) -> dict[str, Tensor]:
+    """The model's weights under the official key names (e.g. to hand to the reference code)."""
+    return {official_key(k): v for k, v in model.state_dict().items()}
+
+
+def official_layout(model: CoTracker3) -> list[dict[str, Any]]:
+    """[{key, shape, kind}] of the official state dict this model's weights map to."""
+    buffers = {official_key(k) for k, _ in model.named_buffers() if k in model.state_dict()}
+    return [
+        {"key": k, "shape": list(v.shape), "kind": "buffer" if k in buffers else "parameter"}
+        for k, v in to_official_state_dict(model).items()
+    ]
+
+
+def load_weights(model: CoTracker3, state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> None:
+    """Load a state dict (ours or the official layout) strictly.
+
+    Raises:
+        ValueError: listing every missing, unexpected and mis-shaped key (in the file's own naming).
+    """
+    official = is_official_layout(state_dict)
+    expected = model.state_dict()
+    name_in_file = official_key if official else (lambda k: k)
+    mapped: dict[str, Tensor] = {}
+    unexpected = []
+    for key, value in state_dict.items():
+        ours = _map_key(key, _FROM_OFFICIAL) if official else key
+        if ours is None or ours not in expected:
+            unexpected.append(key)
+        else:
+            mapped[ours] = value
+    missing = [name_in_file(k) for k in expected if k not in mapped]
+    misshaped = [
+        f"{name_in_file(k)}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in mapped.items()
+        if tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected))
+    if misshaped:
+        problems.append("mis-shaped keys: " + "; ".join(misshaped))
+    if problems:
+        raise ValueError(
+            f"{source} does not match the model ({'official' if official else 'cotracker3_ros'} layout, "
+            f"{model.config.mode}, window_len {model.config.window_len}): " + " | ".join(problems)
+        )
+    model.load_state_dict(mapped, strict=True)
+
+
+def _window_len_from(state_dict: Mapping[str, Tensor]) -> int | None:
+    emb = state_dict.get("time_emb", state_dict.get("time_embedding"))
+    return int(emb.shape[1]) if isinstance(emb, Tensor) and emb.ndim == 3 else None
+
+
+def build_model(
+    mode: str,
+    checkpoint: str | os.PathLike[str] | None = None,
+    window_len: int | None = None,
+    model_resolution: tuple[int, int] = (384, 512),
+    **arch: Any,
+) -> CoTracker3:
+    """Build a CoTracker3 model, optionally with weights.
+
+    Args:
+        mode: "online" (sliding 16-frame windows) or "offline" (whole clip).
+        checkpoint: a local file, an official name ("scaled_online", ...) or a URL; official files and
+            the project's own checkpoints (which carry their architecture) are both accepted.
+        window_len: frames per window; defaults to the checkpoint's, else 16 online / 60 offline.
+        model_resolution: (H, W) that sets the displacement normalisation (the model never resizes).
+        **arch: architecture overrides (see `ModelConfig`), for small test and training models.
+    Returns:
+        the model in eval mode, on the CPU.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    state_dict = None
+    source = "no checkpoint"
+    if checkpoint is not None:
+        path = hub.resolve_checkpoint(checkpoint)
+        source = str(path)
+        content = hub.load_checkpoint_file(path)
+        state_dict = content["model"] if isinstance(content.get("model"), Mapping) else content
+        saved_arch = content.get("arch") if isinstance(content.get("arch"), Mapping) else None
+        if saved_arch is not None:
+            saved = dict(saved_arch)
+            saved.pop("mode", None)
+            conflicts = {k: (saved[k], v) for k, v in arch.items() if k in saved and saved[k] != v}
+            if conflicts:
+                raise ValueError(f"{path}: architecture overrides conflict with the checkpoint's: {conflicts}")
+            arch = {**saved, **arch}
+            arch.pop("window_len", None)
+            arch.pop("model_resolution", None)
+            if window_len is None:
+                window_len = saved.get("window_len")
+            if "model_resolution" in saved and model_resolution == (384, 512):
+                model_resolution = tuple(saved["model_resolution"])
+        if window_len is None:
+            window_len = _window_len_from(state_dict)
+        if hub.official_name_for(checkpoint) is not None:
+            logger.warning(
+                "Using the official CoTracker3 weights %s: licensed CC BY-NC 4.0 (non-commercial use only).",
+                path.name,
+            )
+    config = ModelConfig(
+        mode=mode,
+        window_len=window_len or DEFAULT_WINDOW_LEN[mode],
+        model_resolution=tuple(model_resolution),
+        **arch,
+    )
+    model = CoTracker3(config)
+    if state_dict is not None:
+        load_weights(model, state_dict, source)
+    return model.eval()
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: CoTracker3, **extra: Any) -> Path:
+    """Write {"model", "arch", "format", **extra} atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "arch": model.config.to_dict(), "model": model.state_dict(), **extra}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

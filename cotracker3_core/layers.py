@@ -1,0 +1,95 @@
+"""Reusable transformer blocks: MLP, multi-head attention, self- and cross-attention blocks."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Mlp(nn.Module):
+    """Two linear layers with an activation between them.
+
+    Args:
+        in_features: input width.
+        hidden_features: width of the hidden layer.
+        out_features: output width (defaults to in_features).
+        approximate_gelu: use the tanh approximation of GELU (the transformer blocks do; the
+            correlation MLP uses the exact one).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: int | None = None,
+        approximate_gelu: bool = False,
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU(approximate="tanh" if approximate_gelu else "none")
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with a separate query projection and a fused key/value projection.
+
+    Args:
+        dim: token width (queries and output).
+        num_heads: number of heads; each head has dim // num_heads channels.
+        context_dim: width of the key/value tokens (defaults to dim).
+    """
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """x: (B, Nq, C), context: (B, Nk, Cc) or None for self-attention -> (B, Nq, C)."""
+        context = x if context is None else context
+        b, nq, c = x.shape
+        h = self.num_heads
+        q = self.to_q(x).view(b, nq, h, c // h).transpose(1, 2)  # (B, h, Nq, c/h)
+        k, v = self.to_kv(context).view(b, context.shape[1], 2, h, c // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, Nq, c/h)
+        return self.to_out(out.transpose(1, 2).reshape(b, nq, c))
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); norms without affine."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = MultiHeadAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), approximate_gelu=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm block in which tokens attend to a context; the context norm has learned affine terms."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm_context = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), approximate_gelu=True)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        """x: (B, Nq, C) tokens, context: (B, Nk, C) -> (B, Nq, C)."""
+        x = x + self.attn(self.norm1(x), self.norm_context(context))
+        return x + self.mlp(self.norm2(x))
+

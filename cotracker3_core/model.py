@@ -1,0 +1,268 @@
+"""CoTracker3: frames -> encoder -> correlation -> update transformer -> tracks.
+
+One module serves both modes. Offline, the whole clip is a single window (the time embedding is
+resampled to the clip length). Online, windows of `window_len` frames slide by half a window, and each
+window starts from the previous window's estimates for the frames they share. The module holds no
+streaming state: `cotracker3_core.online` keeps that as an explicit value.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .correlation import CorrelationEncoder, build_pyramid
+from .embeddings import displacement_encoding, resample_time_embedding, sincos_time_embedding
+from .encoder import FeatureEncoder, l2_normalize, normalize_frames
+from .update_transformer import UpdateTransformer
+
+
+class IterationEstimate(NamedTuple):
+    """One refinement iteration of one window.
+
+    coords: (B, S, N, 2) pixels of the model input; vis_logits, conf_logits: (B, S, N).
+    """
+
+    coords: Tensor
+    vis_logits: Tensor
+    conf_logits: Tensor
+
+
+class WindowOutput(NamedTuple):
+    """All iterations of one window, trimmed to the frames that exist. `start`: first frame index."""
+
+    start: int
+    iterations: list[IterationEstimate]
+
+
+class TrackerOutput(NamedTuple):
+    """coords: (B, T, N, 2) pixels of the model input; visibility, confidence: (B, T, N) in [0, 1];
+    windows: per-window, per-iteration estimates (for training losses)."""
+
+    coords: Tensor
+    visibility: Tensor
+    confidence: Tensor
+    windows: list[WindowOutput]
+
+
+def initial_estimates(
+    query_xy: Tensor,
+    window_len: int,
+    carry: IterationEstimate | None = None,
+    use_carry: Tensor | None = None,
+) -> IterationEstimate:
+    """Starting point of a window, in feature pixels and logits.
+
+    Tracks start at their query point with zero visibility/confidence logits; where `use_carry` (B, N) is
+    set, they start from `carry` ((B, C, N, ...) estimates of the first C frames of this window, made by
+    the previous window), its last frame repeated over the rest of the window.
+    """
+    b, n, _ = query_xy.shape
+    coords = query_xy[:, None].expand(b, window_len, n, 2)
+    vis = query_xy.new_zeros(b, window_len, n)
+    conf = query_xy.new_zeros(b, window_len, n)
+    if carry is None:
+        return IterationEstimate(coords, vis, conf)
+    fill = window_len - carry.coords.shape[1]
+
+    def extend(x: Tensor) -> Tensor:
+        return torch.cat([x, x[:, -1:].expand(-1, fill, *x.shape[2:])], dim=1)
+
+    mask = use_carry[:, None, :]
+    return IterationEstimate(
+        torch.where(mask[..., None], extend(carry.coords), coords),
+        torch.where(mask, extend(carry.vis_logits), vis),
+        torch.where(mask, extend(carry.conf_logits), conf),
+    )
+
+
+class CoTracker3(nn.Module):
+    """The CoTracker3 network (see `cotracker3_core.build_model` to construct one).
+
+    Args:
+        config: architecture and mode.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = FeatureEncoder(config.latent_dim, config.stride)
+        self.correlation = CorrelationEncoder(
+            config.corr_levels, config.corr_radius, config.corr_hidden, config.corr_embed_dim
+        )
+        self.transformer = UpdateTransformer(
+            input_dim=config.transformer_input_dim,
+            hidden_size=config.hidden_size,
+            time_depth=config.time_depth,
+            space_depth=config.space_depth,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            num_virtual_tracks=config.num_virtual_tracks,
+        )
+        self.register_buffer(
+            "time_embedding", sincos_time_embedding(config.window_len, config.transformer_input_dim)
+        )
+        h, w = config.model_resolution
+        self.register_buffer(
+            "displacement_scale", torch.tensor([w / config.stride, h / config.stride]), persistent=False
+        )
+
+    @property
+    def window_len(self) -> int:
+        return self.config.window_len
+
+    @property
+    def step(self) -> int:
+        """How far online windows slide: half a window, as trained."""
+        return self.config.window_len // 2
+
+    # -- stages ---------------------------------------------------------------------------------------
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """(..., 3, H, W) frames in 0-255 -> (..., C, H/stride, W/stride) unit-norm features."""
+        lead = frames.shape[:-3]
+        features = self.encoder(normalize_frames(frames.reshape(-1, *frames.shape[-3:])))
+        features = l2_normalize(features.float()).to(features.dtype)
+        return features.reshape(*lead, *features.shape[-3:])
+
+    def pyramid(self, features: Tensor) -> list[Tensor]:
+        """(..., C, H, W) features -> correlation pyramid."""
+        return build_pyramid(features, self.config.corr_levels)
+
+    def sample_support(self, pyramid: list[Tensor], query_frames: Tensor, query_xy: Tensor) -> list[Tensor]:
+        """Query supports, each from its own frame.
+
+        Args:
+            pyramid: per level (B, T, C, H_l, W_l).
+            query_frames: (B, N) frame index into T (clamped to the clip; callers mask invalid ones).
+            query_xy: (B, N, 2) in level-0 feature pixels.
+        Returns:
+            per level (B, N, K, C).
+        """
+        b, n = query_frames.shape
+        t = pyramid[0].shape[1]
+        frames = query_frames.clamp(0, t - 1)
+        out = []
+        for i, level in enumerate(pyramid):
+            rows = level[torch.arange(b, device=level.device)[:, None], frames]  # (B, N, C, H, W)
+            sampled = self.correlation.sample_support([rows.flatten(0, 1)], query_xy.reshape(b * n, 1, 2) / 2**i)
+            out.append(sampled[0].view(b, n, -1, level.shape[2]))
+        return out
+
+    def refine(
+        self,
+        pyramid: list[Tensor],
+        support: list[Tensor],
+        start: IterationEstimate,
+        iters: int,
+    ) -> list[IterationEstimate]:
+        """Iteratively update the tracks of one window.
+
+        Args:
+            pyramid: per level (B, S, C, H_l, W_l) window features.
+            support: per level (B, N, K, C) query supports.
+            start: initial (B, S, N, 2) coords in feature pixels and (B, S, N) logits.
+            iters: refinement iterations.
+        Returns:
+            one estimate per iteration, coords in pixels of the model input.
+        """
+        coords, vis, conf = start
+        s = coords.shape[1]
+        time_embedding = resample_time_embedding(self.time_embedding, s)[:, :, None]  # (1, S, 1, D)
+        out = []
+        for _ in range(iters):
+            coords = coords.detach()
+            corr = self.correlation(pyramid, support, coords)  # (B, S, N, L*E)
+            motion = displacement_encoding(coords, self.displacement_scale, self.config.posenc_degrees)
+            tokens = torch.cat([vis[..., None], conf[..., None], corr.to(vis.dtype), motion], dim=-1)
+            tokens = tokens + time_embedding
+            delta = self.transformer(tokens.transpose(1, 2)).transpose(1, 2)  # (B, S, N, 4)
+            delta = delta.to(coords.dtype)
+            coords = coords + delta[..., :2]
+            vis = vis + delta[..., 2]
+            conf = conf + delta[..., 3]
+            out.append(IterationEstimate(coords * self.config.stride, vis, conf))
+        return out
+
+    # -- whole clips ----------------------------------------------------------------------------------
+
+    def forward(self, video: Tensor, queries: Tensor, iters: int = 4) -> TrackerOutput:
+        """Track a whole clip.
+
+        Args:
+            video: (B, T, 3, H, W) float in 0-255, H and W divisible by the stride.
+            queries: (B, N, 3) as (frame, x, y), x/y in pixels of `video`.
+            iters: refinement iterations per window.
+        Returns:
+            TrackerOutput; coords (B, T, N, 2) in pixels of `video`.
+        """
+        _check_inputs(video, queries, self.config.stride)
+        b, t = video.shape[:2]
+        query_frames = queries[..., 0].long()
+        query_xy = queries[..., 1:3].float() / self.config.stride
+        features = self.encode(video.float())
+        if self.config.mode == "offline":
+            return self._track_offline(features, query_frames, query_xy, iters)
+        return self._track_sliding(features, query_frames, query_xy, iters)
+
+    def _track_offline(self, features: Tensor, query_frames: Tensor, query_xy: Tensor, iters: int) -> TrackerOutput:
+        pyramid = self.pyramid(features)
+        support = self.sample_support(pyramid, query_frames, query_xy)
+        its = self.refine(pyramid, support, initial_estimates(query_xy, features.shape[1]), iters)
+        final = its[-1]
+        return TrackerOutput(
+            final.coords, final.vis_logits.sigmoid(), final.conf_logits.sigmoid(), [WindowOutput(0, its)]
+        )
+
+    def _track_sliding(self, features: Tensor, query_frames: Tensor, query_xy: Tensor, iters: int) -> TrackerOutput:
+        b, t = features.shape[:2]
+        n = query_xy.shape[1]
+        s, step = self.window_len, self.step
+        num_windows = max(1, -(-(t - s) // step) + 1)
+        padded_len = (num_windows - 1) * step + s
+        if padded_len > t:  # repeat the last frame, as the official model pads the video
+            features = torch.cat([features, features[:, -1:].expand(-1, padded_len - t, -1, -1, -1)], dim=1)
+        pyramid = self.pyramid(features)
+        support = self.sample_support(pyramid, query_frames, query_xy)
+        coords = query_xy.new_zeros(b, t, n, 2)
+        vis = query_xy.new_zeros(b, t, n)
+        conf = query_xy.new_zeros(b, t, n)
+        windows: list[WindowOutput] = []
+        carry = None
+        for start in range(0, num_windows * step, step):
+            started = query_frames < start + s  # queries whose frame has come by the window's end
+            use_carry = query_frames < start + s - step
+            init = initial_estimates(query_xy, s, carry, use_carry if carry is not None else None)
+            its = self.refine(
+                [level[:, start : start + s] for level in pyramid],
+                [sup * started[:, :, None, None] for sup in support],
+                init,
+                iters,
+            )
+            final = its[-1]
+            carry = IterationEstimate(
+                final.coords[:, step:] / self.config.stride, final.vis_logits[:, step:], final.conf_logits[:, step:]
+            )
+            keep = min(t - start, s)
+            coords[:, start : start + keep] = final.coords[:, :keep]
+            vis[:, start : start + keep] = final.vis_logits[:, :keep]
+            conf[:, start : start + keep] = final.conf_logits[:, :keep]
+            windows.append(WindowOutput(start, [IterationEstimate(*(x[:, :keep] for x in it)) for it in its]))
+        return TrackerOutput(coords, vis.sigmoid(), conf.sigmoid(), windows)
+
+
+def _check_inputs(video: Tensor, queries: Tensor, stride: int) -> None:
+    if video.ndim != 5 or video.shape[2] != 3:
+        raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
+    if video.shape[-1] % stride or video.shape[-2] % stride:
+        raise ValueError(f"video H and W must be divisible by the stride {stride}, got {tuple(video.shape[-2:])}")
+    if queries.ndim != 3 or queries.shape[-1] != 3 or queries.shape[0] != video.shape[0]:
+        raise ValueError(f"queries must be (B, N, 3) with B={video.shape[0]}, got {tuple(queries.shape)}")
+    if not torch.isfinite(queries).all():
+        raise ValueError("queries contain NaN or infinite values")
+
+
+__all__ = ["CoTracker3", "TrackerOutput", "WindowOutput", "IterationEstimate", "initial_estimates"]

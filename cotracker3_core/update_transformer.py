@@ -1,0 +1,77 @@
+"""The update transformer: attention across time within each track, and across tracks through a small
+set of learned virtual tracks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import CrossAttentionBlock, SelfAttentionBlock
+
+
+class UpdateTransformer(nn.Module):
+    """Predicts per-(track, frame) updates of position, visibility and confidence.
+
+    Each layer attends over time within every track (virtual tracks included); every
+    `time_depth // space_depth` layers, the virtual tracks gather from the real tracks, attend among
+    themselves, and the real tracks read back from them: O(N * V) instead of O(N^2) across tracks.
+
+    Args:
+        input_dim: token width in.
+        hidden_size: transformer width.
+        time_depth / space_depth: layer counts.
+        num_heads: attention heads.
+        mlp_ratio: MLP width multiple.
+        num_virtual_tracks: V.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_size: int = 384,
+        time_depth: int = 3,
+        space_depth: int = 3,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        num_virtual_tracks: int = 64,
+    ) -> None:
+        super().__init__()
+        self.input_proj = nn.Linear(input_dim, hidden_size)
+        self.virtual_tracks = nn.Parameter(torch.randn(1, num_virtual_tracks, 1, hidden_size))
+        self.time_blocks = nn.ModuleList(
+            SelfAttentionBlock(hidden_size, num_heads, mlp_ratio) for _ in range(time_depth)
+        )
+        self.virtual_gather = nn.ModuleList(
+            CrossAttentionBlock(hidden_size, num_heads, mlp_ratio) for _ in range(space_depth)
+        )
+        self.virtual_self = nn.ModuleList(
+            SelfAttentionBlock(hidden_size, num_heads, mlp_ratio) for _ in range(space_depth)
+        )
+        self.track_scatter = nn.ModuleList(
+            CrossAttentionBlock(hidden_size, num_heads, mlp_ratio) for _ in range(space_depth)
+        )
+        self.space_every = time_depth // space_depth if space_depth else 0
+        # Separate heads, so that fine-tuning on pseudo-labels can freeze visibility/confidence alone.
+        self.flow_head = nn.Linear(hidden_size, 2)
+        self.vis_conf_head = nn.Linear(hidden_size, 2)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(B, N, S, input_dim) tokens -> (B, N, S, 4) updates [dx, dy, dvis, dconf]."""
+        b, n, s, _ = tokens.shape
+        x = self.input_proj(tokens)
+        v = self.virtual_tracks.shape[1]
+        x = torch.cat([x, self.virtual_tracks.expand(b, -1, s, -1).to(x.dtype)], dim=1)  # (B, N+V, S, C)
+        c = x.shape[-1]
+        space_layer = 0
+        for i, block in enumerate(self.time_blocks):
+            x = block(x.reshape(b * (n + v), s, c)).view(b, n + v, s, c)
+            if self.space_every and i % self.space_every == 0:
+                per_frame = x.transpose(1, 2).reshape(b * s, n + v, c)  # (B*S, N+V, C)
+                points, virtual = per_frame[:, :n], per_frame[:, n:]
+                virtual = self.virtual_gather[space_layer](virtual, points)
+                virtual = self.virtual_self[space_layer](virtual)
+                points = self.track_scatter[space_layer](points, virtual)
+                x = torch.cat([points, virtual], dim=1).view(b, s, n + v, c).transpose(1, 2)
+                space_layer += 1
+        x = x[:, :n]
+        return torch.cat([self.flow_head(x), self.vis_conf_head(x)], dim=-1)
