@@ -1,0 +1,44 @@
+"""Install the ament_python package ``cotracker3_ros`` (the ROS 2 node and the pure-PyTorch core).
+
+Built by colcon (``scripts/install.sh`` or ``colcon build``); the interfaces live in their own
+ament_cmake package under ``msg/`` (``cotracker3_msgs``), because ament_python packages cannot
+generate messages.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE_NAME = "cotracker3_ros"
+
+setup(
+    name=PACKAGE_NAME,
+    version="0.1.0",
+    packages=find_packages(
+        include=["cotracker3_core", "cotracker3_core.*", "cotracker3_ros", "cotracker3_ros.*"]
+    ),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
+        (f"share/{PACKAGE_NAME}", ["package.xml"]),
+        (f"share/{PACKAGE_NAME}/launch", sorted(glob("launch/*.py"))),
+        (f"share/{PACKAGE_NAME}/config", sorted(glob("config/*.yaml"))),
+    ],
+    # torch is deliberately absent: an unpinned torch requirement pulls the multi-GB CUDA build.
+    # scripts/install.sh pins it (torch==2.13.0). OpenCV is absent too: ROS users get it from their
+    # distribution (python3-opencv), which pip does not see, so listing it would break the entry
+    # points there.
+    install_requires=["setuptools", "numpy", "PyYAML"],
+    zip_safe=False,
+    maintainer="cotracker3_ros developers",
+    maintainer_email="dev@example.com",
+    description="Online point tracking on a ROS 2 camera stream with CoTracker3.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "tracker_node = cotracker3_ros.node:main",
+            "cotracker3-bag-eval = cotracker3_ros.bag_eval:main",
+            "cotracker3-replay-eval = cotracker3_ros.replay_eval:main",
+            "cotracker3-bench = cotracker3_core.bench:main",
+        ],
+    },
+)
