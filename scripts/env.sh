@@ -1,0 +1,34 @@
+# Source me (bash): activates the venv and the colcon install made by scripts/install.sh.
+#
+#   source scripts/env.sh
+#
+# Honours the same overrides as install.sh: VENV (default <repo>/.venv), WS_DIR (default
+# <repo>/build/ws). Safe for callers running under `set -euo pipefail`.
+# shellcheck shell=bash
+
+_ct3_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+_ct3_venv=${VENV:-$_ct3_root/.venv}
+_ct3_ws=${WS_DIR:-$_ct3_root/build/ws}
+
+if [[ ! -f "$_ct3_venv/bin/activate" || ! -f "$_ct3_ws/install/setup.bash" ]]; then
+    echo "scripts/env.sh: no install found ($_ct3_venv, $_ct3_ws/install): run 'make install' first" >&2
+    unset _ct3_root _ct3_venv _ct3_ws
+    return 1 2>/dev/null || exit 1
+fi
+
+# venv's activate and colcon's setup scripts read unset variables: relax `set -u` around them.
+case $- in *u*) _ct3_nounset=1 ;; *) _ct3_nounset=0 ;; esac
+set +u
+
+# A value inherited from another venv's python would stop the ROS wheels' library-path re-exec.
+unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
+# shellcheck disable=SC1091
+source "$_ct3_venv/bin/activate"
+# The venv holds the ROS wheels' ament index; the colcon install chains on top of it.
+export AMENT_PREFIX_PATH="$_ct3_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+export CMAKE_PREFIX_PATH="$_ct3_venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+# shellcheck disable=SC1091
+source "$_ct3_ws/install/setup.bash"
+
+if [[ $_ct3_nounset == 1 ]]; then set -u; fi
+unset _ct3_root _ct3_venv _ct3_ws _ct3_nounset
