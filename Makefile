@@ -1,0 +1,24 @@
+# cotracker3_ros developer entry points. Everything runs inside the venv made by scripts/install.sh.
+#   make install   create/update .venv, build cotracker3_msgs + cotracker3_ros into build/ws
+#   make test      install, then ruff + pytest (scripts/test.sh)
+#   make demo      install, then run the node demo without the ros2 CLI
+#   make lint      ruff check
+#   make clean     remove the colcon workspace (build/ws); the venv stays
+SHELL := /bin/bash
+
+.PHONY: install test demo lint clean
+
+install:
+	bash scripts/install.sh
+
+test: install
+	bash scripts/test.sh
+
+demo: install
+	bash scripts/demo.sh
+
+lint:
+	bash -c 'source scripts/env.sh && ruff check .'
+
+clean:
+	rm -rf build/ws
