@@ -91,7 +91,7 @@ link_if_missing /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core
 
 # --- 4. colcon build ---------------------------------------------------------------------------
 t=$SECONDS
-log "colcon build into $WS_DIR"
+log "colcon build into $WS_DIR (its warning that the venv has no local_setup files is expected)"
 (
     # The venv is the only underlay: a sourced system ROS would mix two distributions.
     export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
