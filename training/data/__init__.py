@@ -1,0 +1,1 @@
+"""Training data: the Kubric reader/writer, synthetic scenes and clip sampling."""
