@@ -59,9 +59,15 @@ _FROM_OFFICIAL = _rules(
         (r"^updateformer\.(flow_head|vis_conf_head)\.(.+)$", r"transformer.\1.\2"),
         (r"^updateformer\.time_blocks\.(.+)$", r"transformer.time_blocks.\1"),
         (r"^updateformer\.space_virtual_blocks\.(.+)$", r"transformer.virtual_self.\1"),
-        (r"^updateformer\.space_virtual2point_blocks\.(\d+)\.cross_attn\.(.+)$", r"transformer.virtual_gather.\1.attn.\2"),
+        (
+            r"^updateformer\.space_virtual2point_blocks\.(\d+)\.cross_attn\.(.+)$",
+            r"transformer.virtual_gather.\1.attn.\2",
+        ),
         (r"^updateformer\.space_virtual2point_blocks\.(.+)$", r"transformer.virtual_gather.\1"),
-        (r"^updateformer\.space_point2virtual_blocks\.(\d+)\.cross_attn\.(.+)$", r"transformer.track_scatter.\1.attn.\2"),
+        (
+            r"^updateformer\.space_point2virtual_blocks\.(\d+)\.cross_attn\.(.+)$",
+            r"transformer.track_scatter.\1.attn.\2",
+        ),
         (r"^updateformer\.space_point2virtual_blocks\.(.+)$", r"transformer.track_scatter.\1"),
         (r"^corr_mlp\.(.+)$", r"correlation.mlp.\1"),
     ]
@@ -87,9 +93,15 @@ _TO_OFFICIAL = _rules(
         (r"^transformer\.(flow_head|vis_conf_head)\.(.+)$", r"updateformer.\1.\2"),
         (r"^transformer\.time_blocks\.(.+)$", r"updateformer.time_blocks.\1"),
         (r"^transformer\.virtual_self\.(.+)$", r"updateformer.space_virtual_blocks.\1"),
-        (r"^transformer\.virtual_gather\.(\d+)\.attn\.(.+)$", r"updateformer.space_virtual2point_blocks.\1.cross_attn.\2"),
+        (
+            r"^transformer\.virtual_gather\.(\d+)\.attn\.(.+)$",
+            r"updateformer.space_virtual2point_blocks.\1.cross_attn.\2",
+        ),
         (r"^transformer\.virtual_gather\.(.+)$", r"updateformer.space_virtual2point_blocks.\1"),
-        (r"^transformer\.track_scatter\.(\d+)\.attn\.(.+)$", r"updateformer.space_point2virtual_blocks.\1.cross_attn.\2"),
+        (
+            r"^transformer\.track_scatter\.(\d+)\.attn\.(.+)$",
+            r"updateformer.space_point2virtual_blocks.\1.cross_attn.\2",
+        ),
         (r"^transformer\.track_scatter\.(.+)$", r"updateformer.space_point2virtual_blocks.\1"),
         (r"^correlation\.mlp\.(.+)$", r"corr_mlp.\1"),
     ]

@@ -1,0 +1,159 @@
+"""Sliding-window state shared by the online predictor and the streaming engine.
+
+The state is an explicit value: the per-frame feature pyramids of the frames the next window will use,
+the queries (with their supports once sampled), and the previous window's estimates for the frames it
+shares with the next one. Nothing here grows with the length of the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .model import CoTracker3, IterationEstimate, initial_estimates
+
+
+@dataclass
+class QueryState:
+    """Per-query tensors, batch-first.
+
+    frames: (B, N) absolute frame index of each query; xy: (B, N, 2) in feature pixels;
+    support: per level (B, N, K, C), zero until sampled; sampled: (B, N) bool;
+    carried: (B, N) bool, the query took part in the previous window (its estimates can seed the next).
+    """
+
+    frames: Tensor
+    xy: Tensor
+    support: list[Tensor]
+    sampled: Tensor
+    carried: Tensor
+
+    @property
+    def count(self) -> int:
+        return self.frames.shape[1]
+
+
+@dataclass
+class WindowState:
+    """Everything a sliding-window tracker needs between windows.
+
+    features: frame index -> per-level (B, C, H_l, W_l) pyramid, for frames >= next_start.
+    carry: the last window's estimates for frames [next_start, next_start + window_len - step), in
+        feature pixels and logits, (B, F, N, ...).
+    """
+
+    queries: QueryState
+    features: dict[int, list[Tensor]] = field(default_factory=dict)
+    frames_seen: int = 0
+    next_start: int = 0
+    carry: IterationEstimate | None = None
+
+    def nbytes(self) -> int:
+        """Bytes held in tensors by this state."""
+        tensors = [t for level in self.features.values() for t in level]
+        q = self.queries
+        tensors += [q.frames, q.xy, q.sampled, q.carried, *q.support]
+        if self.carry is not None:
+            tensors += list(self.carry)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def empty_queries(model: CoTracker3, batch: int, device: torch.device, dtype: torch.dtype) -> QueryState:
+    cfg = model.config
+    k = cfg.support_size
+    return QueryState(
+        frames=torch.zeros(batch, 0, dtype=torch.long, device=device),
+        xy=torch.zeros(batch, 0, 2, device=device),
+        support=[torch.zeros(batch, 0, k, cfg.latent_dim, device=device, dtype=dtype) for _ in range(cfg.corr_levels)],
+        sampled=torch.zeros(batch, 0, dtype=torch.bool, device=device),
+        carried=torch.zeros(batch, 0, dtype=torch.bool, device=device),
+    )
+
+
+def append_queries(state: WindowState, frames: Tensor, xy: Tensor) -> None:
+    """Add (B, M) frames and (B, M, 2) feature-pixel positions; they are sampled at their window."""
+    q = state.queries
+    b, m = frames.shape
+    q.frames = torch.cat([q.frames, frames.to(q.frames)], dim=1)
+    q.xy = torch.cat([q.xy, xy.to(q.xy)], dim=1)
+    q.support = [torch.cat([s, s.new_zeros(b, m, *s.shape[2:])], dim=1) for s in q.support]
+    q.sampled = torch.cat([q.sampled, q.sampled.new_zeros(b, m)], dim=1)
+    q.carried = torch.cat([q.carried, q.carried.new_zeros(b, m)], dim=1)
+    if state.carry is not None:
+        state.carry = IterationEstimate(
+            *(torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], m, *x.shape[3:])], dim=2) for x in state.carry)
+        )
+
+
+def keep_queries(state: WindowState, keep: Tensor) -> None:
+    """Keep only the queries at indices `keep` (1-D long tensor), freeing the others' memory."""
+    q = state.queries
+    q.frames = q.frames[:, keep]
+    q.xy = q.xy[:, keep]
+    q.support = [s[:, keep].clone() for s in q.support]
+    q.sampled = q.sampled[:, keep]
+    q.carried = q.carried[:, keep]
+    if state.carry is not None:
+        state.carry = IterationEstimate(*(x[:, :, keep].clone() for x in state.carry))
+
+
+def add_frame_features(state: WindowState, pyramid: list[Tensor]) -> int:
+    """Cache one frame's per-level (B, C, H_l, W_l) features; returns its frame index."""
+    index = state.frames_seen
+    state.features[index] = pyramid
+    state.frames_seen += 1
+    return index
+
+
+def window_ready(state: WindowState, window_len: int) -> bool:
+    return state.frames_seen >= state.next_start + window_len
+
+
+def run_window(model: CoTracker3, state: WindowState, step: int, iters: int) -> tuple[int, int, IterationEstimate]:
+    """Track the window starting at `state.next_start` over the frames cached so far.
+
+    A window short of frames (the end of a stream) repeats its last frame, as the official predictor pads
+    the final chunk. Queries whose frame lies in the window get their support sampled now; queries whose
+    frame lies beyond it take part with a zero support, as in the reference model.
+
+    Returns:
+        (start, frames, estimate): the window's first frame index, how many real frames it held, and the
+        final estimate trimmed to them (coords in model pixels, logits).
+    """
+    s = model.window_len
+    start = state.next_start
+    available = min(state.frames_seen - start, s)
+    if available <= 0:
+        raise RuntimeError("no frames to track")
+    frames = [state.features[i] for i in range(start, start + available)]
+    frames += [frames[-1]] * (s - available)
+    pyramid = [torch.stack([f[level] for f in frames], dim=1) for level in range(len(frames[0]))]
+    q = state.queries
+    if q.count:
+        _sample_new_supports(model, q, pyramid, start, available)
+    started = q.sampled[:, :, None, None]
+    use_carry = q.carried & (q.frames < start + s - step)
+    init = initial_estimates(q.xy, s, state.carry, use_carry if state.carry is not None else None)
+    final = model.refine(pyramid, [sup * started for sup in q.support], init, iters)[-1]
+    stride = model.config.stride
+    state.carry = IterationEstimate(
+        final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:]
+    )
+    q.carried = torch.ones_like(q.carried)
+    state.next_start = start + step
+    for index in [i for i in state.features if i < state.next_start]:
+        del state.features[index]
+    trimmed = IterationEstimate(*(x[:, :available] for x in final))
+    return start, available, trimmed
+
+
+def _sample_new_supports(model: CoTracker3, q: QueryState, pyramid: list[Tensor], start: int, available: int) -> None:
+    pending = (~q.sampled) & (q.frames >= start) & (q.frames < start + available)
+    if not pending.any():
+        return
+    support = model.sample_support(pyramid, (q.frames - start).clamp(0, available - 1), q.xy)
+    mask = pending[:, :, None, None]
+    q.support = [torch.where(mask, new.to(old.dtype), old) for old, new in zip(q.support, support, strict=True)]
+    q.sampled = q.sampled | pending
