@@ -170,15 +170,11 @@ class CoTracker3(nn.Module):
             one estimate per iteration, coords in pixels of the model input.
         """
         coords, vis, conf = start
-        s = coords.shape[1]
-        time_embedding = resample_time_embedding(self.time_embedding, s)[:, :, None]  # (1, S, 1, D)
+        time_embedding = resample_time_embedding(self.time_embedding, coords.shape[1])
         out = []
         for _ in range(iters):
             coords = coords.detach()
-            corr = self.correlation(pyramid, support, coords)  # (B, S, N, L*E)
-            motion = displacement_encoding(coords, self.displacement_scale, self.config.posenc_degrees)
-            tokens = torch.cat([vis[..., None], conf[..., None], corr.to(vis.dtype), motion], dim=-1)
-            tokens = tokens + time_embedding
+            tokens = self.transformer_input(pyramid, support, IterationEstimate(coords, vis, conf), time_embedding)
             delta = self.transformer(tokens.transpose(1, 2)).transpose(1, 2)  # (B, S, N, 4)
             delta = delta.to(coords.dtype)
             coords = coords + delta[..., :2]
@@ -186,6 +182,17 @@ class CoTracker3(nn.Module):
             conf = conf + delta[..., 3]
             out.append(IterationEstimate(coords * self.config.stride, vis, conf))
         return out
+
+    def transformer_input(
+        self, pyramid: list[Tensor], support: list[Tensor], estimate: IterationEstimate, time_embedding: Tensor
+    ) -> Tensor:
+        """Tokens of one iteration: (B, S, N, D) = [vis logit, conf logit, correlation embeddings,
+        displacement code] + time embedding (1, S, D); coords of `estimate` in feature pixels."""
+        coords, vis, conf = estimate
+        corr = self.correlation(pyramid, support, coords)  # (B, S, N, L*E)
+        motion = displacement_encoding(coords, self.displacement_scale, self.config.posenc_degrees)
+        tokens = torch.cat([vis[..., None], conf[..., None], corr.to(vis.dtype), motion], dim=-1)
+        return tokens + time_embedding[:, :, None]
 
     # -- whole clips ----------------------------------------------------------------------------------
 
