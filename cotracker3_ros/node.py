@@ -1,0 +1,570 @@
+"""ROS 2 node that tracks points on a camera stream with CoTracker3: a thin shell over
+`cotracker3_core.streaming.StreamingTracker`.
+
+Threads: the executor's callbacks only enqueue images into a bounded drop-oldest queue (`queue_size`);
+one worker thread converts them, runs the engine, publishes the tracks and the diagnostics. Services run
+in their own callback group and take the engine lock, so they wait at most one tracking step.
+
+Subscribed: ``image`` (sensor_msgs/Image) or, with ``compressed: true``, ``image/compressed``
+(sensor_msgs/CompressedImage); SensorDataQoS, overridable through ROS QoS overrides
+(``qos_overrides./image.subscription.reliability`` ...).
+Published: ``tracks`` and ``tracks_refined`` (cotracker3_msgs/Tracks, header copied from the image),
+``debug_image`` (sensor_msgs/Image), ``/diagnostics`` (diagnostic_msgs/DiagnosticArray).
+Services: ``add_points``, ``add_mask_points``, ``remove_points`` (cotracker3_msgs/srv), ``reset``
+(std_srvs/Trigger). Parameters: see `cotracker3_ros.params`.
+
+Run: ``ros2 run cotracker3_ros tracker_node --ros-args --params-file config/tracker.yaml`` or
+``python -m cotracker3_ros.node --ros-args ...``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+import yaml
+from cotracker3_msgs.msg import Tracks
+from cotracker3_msgs.srv import AddMaskPoints, AddPoints, RemovePoints
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from cotracker3_core import hub
+from cotracker3_core.streaming import FrameTracks, StreamConfig, StreamingTracker
+
+from .conversions import frame_tracks_to_msg, mask_to_bool, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
+from .debug_image import draw_tracks
+from .frame_queue import DropOldestQueue
+from .params import PARAMS, ParamSpec
+
+NODE_NAME = "tracker_node"
+_LIVE_PARAMS = {p.name for p in PARAMS if not p.read_only}
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor(
+        description=spec.description, read_only=spec.read_only, additional_constraints=spec.constraints
+    )
+    if spec.range is not None:
+        if isinstance(spec.default, float):
+            d.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]))
+            ]
+        else:
+            d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    return d
+
+
+def parse_arch(text: str) -> dict[str, Any]:
+    """The ``arch`` parameter (YAML/JSON mapping, or empty) -> dict of ModelConfig overrides."""
+    if not text.strip():
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"parameter arch is not valid YAML/JSON: {exc}") from exc
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"parameter arch must be a mapping like '{{latent_dim: 32}}', got {text!r}")
+    return value
+
+
+def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
+    """Node parameter values (name -> value) -> StreamConfig; raises ValueError on bad values."""
+    resolution = [int(v) for v in values["model_resolution"]]
+    if len(resolution) != 2:
+        raise ValueError(f"model_resolution must be [height, width], got {resolution}")
+    return StreamConfig(
+        checkpoint=values["checkpoint"] or None,
+        device=values["device"],
+        precision=values["precision"],
+        model_resolution=(resolution[0], resolution[1]),
+        window_len=int(values["window_len"]),
+        step=int(values["step"]),
+        iters=int(values["iters"]),
+        visibility_threshold=float(values["visibility_threshold"]),
+        arch=parse_arch(values["arch"]),
+    )
+
+
+# --- statistics for /diagnostics ---------------------------------------------------------------------
+
+
+@dataclass
+class _Stats:
+    """Counters since start (totals) and since the last diagnostics message (period lists)."""
+
+    received: int = 0
+    published: int = 0
+    rejected: int = 0
+    resets: int = 0
+    period_received: int = 0
+    period_published: int = 0
+    period_dropped_base: int = 0
+    step_latency_s: list[float] = field(default_factory=list)
+    lag_s: list[float] = field(default_factory=list)
+    queue_wait_s: list[float] = field(default_factory=list)
+    last_error: str = ""
+
+    def start_period(self, dropped_total: int) -> None:
+        self.period_received = self.period_published = 0
+        self.period_dropped_base = dropped_total
+        self.step_latency_s, self.lag_s, self.queue_wait_s = [], [], []
+
+
+def _ms(values: Sequence[float], fn: Any) -> str:
+    return f"{fn(values) * 1e3:.1f}" if values else "n/a"
+
+
+# --- the node ----------------------------------------------------------------------------------------
+
+
+class TrackerNode(Node):
+    """CoTracker3 on a camera stream (see the module docstring for topics, services and threads).
+
+    Args:
+        node_name: ROS node name.
+        tracker: an already built engine (tests, demos); by default it is built from the parameters.
+        **kwargs: passed to rclpy's Node (``context``, ``parameter_overrides``, ``namespace``...).
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, *, tracker: StreamingTracker | None = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+        self._publish_refined = bool(values["publish_refined"])
+        self._grid_size = int(values["grid_size"])
+        self._grid_query_frame = int(values["grid_query_frame"])
+        self._mask_grid_size = int(values["mask_grid_size"])
+        self._diag_period = float(values["diagnostics_period"])
+        self._checkpoint = values["checkpoint"]
+
+        if tracker is None:
+            config = stream_config_from_params(values)
+            self.get_logger().info(
+                f"loading CoTracker3: checkpoint={config.checkpoint or '(none: untrained)'} device={config.device} "
+                f"model_resolution={list(config.model_resolution)} window_len={config.window_len} "
+                f"step={config.step} iters={config.iters}"
+            )
+            tracker = StreamingTracker.from_config(config)
+        self._tracker = tracker
+        if self._checkpoint and hub.official_name_for(self._checkpoint) is not None:
+            self.get_logger().warning(
+                f"using the official CoTracker3 weights '{self._checkpoint}': licensed CC BY-NC 4.0, "
+                "non-commercial use only (https://creativecommons.org/licenses/by-nc/4.0/)"
+            )
+        if tracker.untrained:
+            self.get_logger().warning(
+                "UNTRAINED WEIGHTS: no checkpoint given, the published tracks are noise; set the 'checkpoint' "
+                "parameter (e.g. scaled_online) to track for real"
+            )
+        self.get_logger().info(f"tracker ready on {tracker.device}")
+
+        # Engine state: touched by the worker and by the services, always under this lock.
+        self._engine_lock = threading.Lock()
+        self._last_stamp: int | None = None
+        self._frame_index = 0  # frames pushed since the start or the last reset
+        self._frame_meta: OrderedDict[int, tuple[Header, tuple[int, int]]] = OrderedDict()
+        self._frame_pixels: OrderedDict[int, np.ndarray] = OrderedDict()  # only while debug_image has readers
+        self._stats = _Stats()
+        self._stats_lock = threading.Lock()
+        self._queue: DropOldestQueue[tuple[Image | CompressedImage, float]] = DropOldestQueue(values["queue_size"])
+
+        self._tracks_pub = self.create_publisher(
+            Tracks, "tracks", 10, qos_overriding_options=QoSOverridingOptions.with_default_policies()
+        )
+        self._refined_pub = self.create_publisher(
+            Tracks, "tracks_refined", 10, qos_overriding_options=QoSOverridingOptions.with_default_policies()
+        )
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._debug_pub = None
+        if values["debug_image"]:
+            self._debug_pub = self.create_publisher(
+                Image, "debug_image", QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+            )
+
+        if values["compressed"]:
+            msg_type, topic = CompressedImage, "image/compressed"
+        else:
+            msg_type, topic = Image, "image"
+        self._image_sub = self.create_subscription(
+            msg_type,
+            topic,
+            self._on_image,
+            qos_profile_sensor_data,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+        )
+
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(AddPoints, "add_points", self._on_add_points, callback_group=services)
+        self.create_service(AddMaskPoints, "add_mask_points", self._on_add_mask_points, callback_group=services)
+        self.create_service(RemovePoints, "remove_points", self._on_remove_points, callback_group=services)
+        self.create_service(Trigger, "reset", self._on_reset, callback_group=services)
+
+        # Registered after the declarations: rclpy calls it for declare_parameter too.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run_worker, name="cotracker3_worker", daemon=True)
+        self._worker.start()
+        # Subscription.topic_name is missing from older rclpy releases.
+        self.get_logger().info(
+            f"subscribed to {getattr(self._image_sub, 'topic_name', topic)} ({msg_type.__name__}); publishing "
+            f"{self._tracks_pub.topic_name}"
+        )
+
+    # -- public helpers (tests, demo) -------------------------------------------------------------------
+
+    @property
+    def tracker(self) -> StreamingTracker:
+        return self._tracker
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._queue.dropped
+
+    @property
+    def pending_frames(self) -> int:
+        """Frames received but not yet pushed into the engine."""
+        return len(self._queue)
+
+    def flush_and_reset(self, reason: str = "reset requested") -> int:
+        """Publish the tracks of the frames still in the window, then start a new stream.
+
+        Returns the number of frames whose tracks the flush emitted.
+        """
+        with self._engine_lock:
+            return self._restart_locked(reason, warn=False)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._queue.close()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+    # -- callbacks: enqueue only ----------------------------------------------------------------------
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self._queue.put((msg, time.monotonic()))
+        with self._stats_lock:
+            self._stats.received += 1
+            self._stats.period_received += 1
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        updates: dict[str, Any] = {}
+        for param in params:
+            if param.name not in _LIVE_PARAMS:
+                continue  # read-only ones are refused by rclpy itself; qos_overrides.* are not ours
+            if param.name == "visibility_threshold":
+                value = float(param.value)
+                if not 0.0 <= value <= 1.0:
+                    return SetParametersResult(successful=False, reason="visibility_threshold must be in [0, 1]")
+            updates[param.name] = param.value
+        if "visibility_threshold" in updates:
+            self._tracker.visibility_threshold = float(updates["visibility_threshold"])
+        if "publish_refined" in updates:
+            self._publish_refined = bool(updates["publish_refined"])
+        if "grid_size" in updates:
+            self._grid_size = int(updates["grid_size"])
+        if "grid_query_frame" in updates:
+            self._grid_query_frame = int(updates["grid_query_frame"])
+        if "mask_grid_size" in updates:
+            self._mask_grid_size = int(updates["mask_grid_size"])
+        for name, value in updates.items():
+            self.get_logger().info(f"parameter {name} set to {value}")
+        return SetParametersResult(successful=True)
+
+    # -- worker -----------------------------------------------------------------------------------------
+
+    def _run_worker(self) -> None:
+        next_diag = time.monotonic() + self._diag_period
+        while not self._stop.is_set():
+            item = self._queue.get(timeout=max(0.0, next_diag - time.monotonic()))
+            if item is not None:
+                try:
+                    self._process(*item)
+                except Exception as exc:  # the worker must survive anything one frame does
+                    self._note_error(f"unexpected error on a frame: {exc!r}")
+                    self.get_logger().error(traceback.format_exc())
+            if time.monotonic() >= next_diag:
+                next_diag = time.monotonic() + self._diag_period
+                try:
+                    self._publish_diagnostics()
+                except Exception as exc:  # e.g. the context shutting down under us
+                    if not self._stop.is_set():
+                        self.get_logger().error(f"diagnostics failed: {exc!r}")
+
+    def _note_error(self, text: str) -> None:
+        with self._stats_lock:
+            self._stats.rejected += 1
+            self._stats.last_error = text
+
+    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+        try:
+            rgb = message_to_rgb(msg)
+        except ValueError as exc:
+            self._note_error(f"image rejected: {exc}")
+            self.get_logger().error(f"image rejected: {exc}", throttle_duration_sec=5.0)
+            return
+        stamp = time_to_ns(msg.header.stamp)
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        want_pixels = self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0
+        with self._engine_lock:
+            if self._last_stamp is not None and stamp <= self._last_stamp:
+                self._restart_locked(
+                    f"image stamp {stamp} ns is not later than the previous one ({self._last_stamp} ns)"
+                )
+            elif self._tracker.frame_size is not None and self._tracker.frame_size != size:
+                self._restart_locked(f"image size changed from {self._tracker.frame_size} to {size}")
+            self._frame_meta[stamp] = (msg.header, size)
+            if want_pixels:
+                self._frame_pixels[stamp] = rgb
+            t0 = time.perf_counter()
+            try:
+                emitted = self._tracker.push(rgb, stamp)
+            except ValueError as exc:
+                self._frame_meta.pop(stamp, None)
+                self._frame_pixels.pop(stamp, None)
+                self._note_error(f"frame rejected by the tracker: {exc}")
+                self.get_logger().error(f"frame rejected by the tracker: {exc}", throttle_duration_sec=5.0)
+                return
+            step_s = time.perf_counter() - t0
+            self._last_stamp = stamp
+            index = self._frame_index
+            self._frame_index += 1
+            if self._grid_size > 0 and index == self._grid_query_frame:
+                self._add_grid_locked(stamp, size)
+            self._publish(emitted, received)
+            self._prune_locked()
+        with self._stats_lock:
+            if emitted:
+                self._stats.step_latency_s.append(step_s)
+            self._stats.queue_wait_s.append(time.monotonic() - received)
+
+    def _add_grid_locked(self, stamp: int, size: tuple[int, int]) -> None:
+        try:
+            ids = self._tracker.add_mask_queries(np.ones(size, dtype=bool), self._grid_size, stamp=stamp)
+            self.get_logger().info(
+                f"added a {self._grid_size}x{self._grid_size} grid ({len(ids)} points) on frame {self._frame_index - 1}"
+            )
+        except ValueError as exc:
+            self.get_logger().error(f"could not add the grid queries: {exc}")
+
+    def _restart_locked(self, reason: str, warn: bool = True) -> int:
+        """Publish what the window still holds (flush), then reset the engine and the frame counter.
+
+        Returns the number of frames the flush emitted.
+        """
+        try:
+            flushed = self._tracker.flush()
+        except Exception as exc:  # a failing flush must not block the reset
+            self.get_logger().error(f"flush before reset failed: {exc!r}")
+            flushed = []
+        self._publish(flushed)
+        self._frame_meta.clear()
+        self._frame_pixels.clear()
+        self._tracker.reset()
+        self._last_stamp = None
+        self._frame_index = 0
+        with self._stats_lock:
+            self._stats.resets += 1
+        log = self.get_logger().warning if warn else self.get_logger().info
+        log(f"{reason}: tracker reset after flushing {len(flushed)} frame(s)")
+        return len(flushed)
+
+    def _prune_locked(self) -> None:
+        """Forget headers and pixels of frames that left the engine's window."""
+        stamps = self._tracker.window_stamps
+        oldest = min(stamps) if stamps else None
+        for cache in (self._frame_meta, self._frame_pixels):
+            for stamp in list(cache):
+                if oldest is None or stamp < oldest:
+                    del cache[stamp]
+
+    def _publish(self, emitted: list[FrameTracks], received: float | None = None) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        lags = []
+        for tracks in emitted:
+            meta = self._frame_meta.get(tracks.stamp)
+            if meta is None:  # cannot happen unless the engine emits a frame we never pushed
+                header, size = Header(stamp=ns_to_time(tracks.stamp)), self._tracker.frame_size or (0, 0)
+            else:
+                header, size = meta
+            msg = frame_tracks_to_msg(tracks, header, size)
+            if tracks.refined:
+                if self._publish_refined:
+                    self._refined_pub.publish(msg)
+                continue
+            self._tracks_pub.publish(msg)
+            if now_ns > 0:
+                lags.append((now_ns - tracks.stamp) * 1e-9)
+            pixels = self._frame_pixels.get(tracks.stamp)
+            if pixels is not None and self._debug_pub is not None:
+                drawn = draw_tracks(pixels, tracks.ids, tracks.xy, tracks.visible, untrained=self._tracker.untrained)
+                self._debug_pub.publish(rgb_to_image(drawn, header))
+        if emitted:
+            with self._stats_lock:
+                self._stats.published += sum(not t.refined for t in emitted)
+                self._stats.period_published += sum(not t.refined for t in emitted)
+                self._stats.lag_s += lags
+
+    def _publish_diagnostics(self) -> None:
+        dropped = self._queue.dropped
+        with self._stats_lock:
+            s = self._stats
+            elapsed = self._diag_period
+            period_dropped = dropped - s.period_dropped_base
+            values = {
+                "input rate (Hz)": f"{s.period_received / elapsed:.2f}",
+                "output rate (Hz)": f"{s.period_published / elapsed:.2f}",
+                "step latency mean (ms)": _ms(s.step_latency_s, np.mean),
+                "step latency max (ms)": _ms(s.step_latency_s, np.max),
+                "end-to-end lag mean (ms)": _ms(s.lag_s, np.mean),
+                "end-to-end lag max (ms)": _ms(s.lag_s, np.max),
+                "queue wait mean (ms)": _ms(s.queue_wait_s, np.mean),
+                "dropped frames (period)": str(period_dropped),
+                "dropped frames (total)": str(dropped),
+                "rejected frames (total)": str(s.rejected),
+                "frames received (total)": str(s.received),
+                "frames published (total)": str(s.published),
+                "resets (total)": str(s.resets),
+                "queue depth": f"{len(self._queue)}/{self._queue.maxsize}",
+                "active queries": str(len(self._tracker.query_ids)),
+                "device": str(self._tracker.device),
+                "checkpoint": self._checkpoint or "(none: untrained weights)",
+                "untrained weights": str(self._tracker.untrained).lower(),
+                "last error": s.last_error,
+            }
+            s.start_period(dropped)
+        status = DiagnosticStatus(
+            name=f"{self.get_fully_qualified_name()}: tracking", hardware_id=str(self._tracker.device)
+        )
+        if self._tracker.untrained:
+            status.level, status.message = DiagnosticStatus.WARN, "untrained weights: tracks are noise"
+        elif period_dropped:
+            status.level, status.message = DiagnosticStatus.WARN, f"dropped {period_dropped} frame(s): tracker too slow"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "tracking"
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self._diag_pub.publish(array)
+
+    # -- services: never raise, always answer ------------------------------------------------------------
+
+    def _on_add_points(self, request: AddPoints.Request, response: AddPoints.Response) -> AddPoints.Response:
+        try:
+            x = np.asarray(request.x, dtype=np.float32)
+            y = np.asarray(request.y, dtype=np.float32)
+            if len(x) != len(y):
+                raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)})")
+            if len(x) == 0:
+                raise ValueError("no points given")
+            ids = [int(i) for i in request.ids]
+            if ids and len(ids) != len(x):
+                raise ValueError(f"{len(ids)} ids given for {len(x)} points (give none or one per point)")
+            stamp = time_to_ns(request.stamp) or None
+            with self._engine_lock:
+                new_ids = self._tracker.add_queries(np.stack([x, y], axis=1), stamp=stamp, ids=ids or None)
+            response.success, response.ids = True, new_ids
+            response.message = f"added {len(new_ids)} point(s)"
+        except Exception as exc:
+            self._fail(response, "add_points", exc)
+        return response
+
+    def _on_add_mask_points(
+        self, request: AddMaskPoints.Request, response: AddMaskPoints.Response
+    ) -> AddMaskPoints.Response:
+        try:
+            mask = mask_to_bool(request.mask)
+            grid_size = int(request.grid_size) or self._mask_grid_size
+            stamp = time_to_ns(request.stamp) or None
+            with self._engine_lock:
+                new_ids = self._tracker.add_mask_queries(mask, grid_size, stamp=stamp)
+            response.success, response.ids = True, new_ids
+            response.message = f"added {len(new_ids)} point(s) on a {grid_size}x{grid_size} grid inside the mask"
+        except Exception as exc:
+            self._fail(response, "add_mask_points", exc)
+        return response
+
+    def _on_remove_points(
+        self, request: RemovePoints.Request, response: RemovePoints.Response
+    ) -> RemovePoints.Response:
+        try:
+            ids = [int(i) for i in request.ids]
+            if not ids:
+                raise ValueError("no ids given")
+            with self._engine_lock:
+                self._tracker.remove_queries(ids)
+            response.success, response.message = True, f"removed {len(ids)} point(s)"
+        except Exception as exc:
+            self._fail(response, "remove_points", exc)
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            flushed = self.flush_and_reset()
+            response.success = True
+            response.message = f"flushed {flushed} frame(s) and reset; automatic grid (if any) is re-applied"
+        except Exception as exc:
+            self._fail(response, "reset", exc)
+        return response
+
+    def _fail(self, response: Any, service: str, exc: Exception) -> None:
+        response.success = False
+        if isinstance(exc, ValueError):
+            response.message = str(exc)
+            self.get_logger().warning(f"{service} refused: {exc}")
+        else:
+            response.message = f"internal error: {exc!r}"
+            self.get_logger().error(f"{service} failed: {traceback.format_exc()}")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point ``tracker_node``: spin a TrackerNode until Ctrl-C or ROS shutdown."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = TrackerNode()
+        except (ValueError, RuntimeError, OSError) as exc:  # bad parameters or checkpoint: say what, exit non-zero
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+            return 2
+        # Two threads: images keep being enqueued while a service waits for the engine lock.
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

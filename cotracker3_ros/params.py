@@ -1,0 +1,131 @@
+"""The tracker node's parameters: names, defaults, ranges and descriptions, in one table.
+
+Plain data (no ROS import) so that the node, the launch helper, the docs and the tests read the same list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cotracker3_core.streaming import StreamConfig
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter of the tracker node.
+
+    Args:
+        name: parameter name.
+        default: default value; its Python type fixes the ROS type (str, bool, int, float, list[int]).
+        description: what it does, shown by ``ros2 param describe``.
+        read_only: fixed after start-up (model and device choices); False means tunable live.
+        range: inclusive (min, max) for int and float parameters, or None.
+        constraints: extra constraints in words (``additional_constraints`` of the descriptor).
+    """
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    range: tuple[float, float] | None = None
+    constraints: str = ""
+
+
+_DEFAULTS = StreamConfig()
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "checkpoint",
+        "",
+        "Weights: a local .pth file, an official name (scaled_online, baseline_online) or an http(s) URL, "
+        "downloaded once into ~/.cache/cotracker3. Empty: untrained random weights (plumbing tests only). "
+        "The official weights are licensed CC BY-NC 4.0 (non-commercial use only).",
+    ),
+    ParamSpec("device", _DEFAULTS.device, "Inference device.", constraints="auto, cpu, cuda or cuda:<index>"),
+    ParamSpec(
+        "precision",
+        _DEFAULTS.precision,
+        "Inference precision (autocast for bf16/fp16).",
+        constraints="fp32, bf16 or fp16",
+    ),
+    ParamSpec(
+        "model_resolution",
+        list(_DEFAULTS.model_resolution),
+        "[height, width] every frame is resized to before the network; outputs are in input-image pixels.",
+        constraints="two positive integers, each a multiple of 4 (the encoder stride)",
+    ),
+    ParamSpec("window_len", _DEFAULTS.window_len, "Frames per sliding window (16 as trained).", range=(4, 64)),
+    ParamSpec(
+        "step",
+        _DEFAULTS.step,
+        "Frames between two windows: 8 as trained; 1, 2 or 4 for lower latency at more compute per frame.",
+        range=(1, 8),
+        constraints="1, 2, 4 or 8, and at most window_len / 2",
+    ),
+    ParamSpec("iters", _DEFAULTS.iters, "Refinement iterations per window.", range=(1, 16)),
+    ParamSpec(
+        "visibility_threshold",
+        _DEFAULTS.visibility_threshold,
+        "A point is published as visible when visibility * confidence exceeds this. Tunable live.",
+        read_only=False,
+        range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "arch",
+        "",
+        "Architecture overrides for own small models, a YAML/JSON mapping of cotracker3_core.ModelConfig "
+        "fields, e.g. '{latent_dim: 32, hidden_size: 64}'. Empty: the official architecture (needed by the "
+        "official checkpoints).",
+    ),
+    ParamSpec(
+        "queue_size",
+        8,
+        "Frames waiting for the tracker. When full, the oldest waiting frame is dropped (counted in the "
+        "diagnostics as dropped frames), so a slow device loses stale frames instead of building up lag.",
+        range=(1, 100),
+    ),
+    ParamSpec(
+        "publish_refined",
+        False,
+        "Also publish the re-estimates of already published frames (more accurate, one step later) on "
+        "tracks_refined. Tunable live.",
+        read_only=False,
+    ),
+    ParamSpec(
+        "grid_size",
+        0,
+        "Track a grid_size x grid_size grid of points from frame grid_query_frame on; 0: no automatic grid "
+        "(add points through the services). Re-applied after every reset. Tunable live (takes effect at the "
+        "next grid frame, i.e. after the next reset once that frame has passed).",
+        read_only=False,
+        range=(0, 100),
+    ),
+    ParamSpec(
+        "grid_query_frame",
+        0,
+        "Frame the automatic grid is placed on, counted from the stream start or the last reset. Tunable live.",
+        read_only=False,
+        range=(0, 1_000_000),
+    ),
+    ParamSpec(
+        "mask_grid_size",
+        20,
+        "Grid size used by add_mask_points when its request says grid_size 0. Tunable live.",
+        read_only=False,
+        range=(1, 200),
+    ),
+    ParamSpec(
+        "compressed",
+        False,
+        "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image (sensor_msgs/Image).",
+    ),
+    ParamSpec(
+        "debug_image",
+        False,
+        "Publish debug_image (rgb8) with the tracks drawn; rendered only while someone subscribes.",
+    ),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between two /diagnostics messages.", range=(0.1, 60.0)),
+)
+
+PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
