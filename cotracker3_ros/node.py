@@ -54,6 +54,10 @@ from .frame_queue import DropOldestQueue
 from .params import PARAMS, ParamSpec
 
 NODE_NAME = "tracker_node"
+#: Longest time a reset waits for the frames received before it to be tracked.
+RESET_WAIT_S = 10.0
+#: Seconds between two log lines for the same reason of rejecting frames.
+REJECT_LOG_PERIOD_S = 5.0
 _LIVE_PARAMS = {p.name for p in PARAMS if not p.read_only}
 
 
@@ -188,8 +192,14 @@ class TrackerNode(Node):
         self._frame_meta: OrderedDict[int, tuple[Header, tuple[int, int]]] = OrderedDict()
         self._frame_pixels: OrderedDict[int, np.ndarray] = OrderedDict()  # only while debug_image has readers
         self._stats = _Stats()
+        self._reject_logged: dict[str, float] = {}  # worker thread only
         self._stats_lock = threading.Lock()
-        self._queue: DropOldestQueue[tuple[Image | CompressedImage, float]] = DropOldestQueue(values["queue_size"])
+        # Items are (sequence number, message, monotonic arrival time). The sequence numbers let a reset wait
+        # for the frames received before it: a dropped frame always has a later one behind it in the queue.
+        self._queue: DropOldestQueue[tuple[int, Image | CompressedImage, float]] = DropOldestQueue(values["queue_size"])
+        self._progress = threading.Condition()
+        self._seq_received = 0
+        self._seq_done = 0
 
         self._tracks_pub = self.create_publisher(
             Tracks, "tracks", 10, qos_overriding_options=QoSOverridingOptions.with_default_policies()
@@ -249,17 +259,23 @@ class TrackerNode(Node):
         """Frames received but not yet pushed into the engine."""
         return len(self._queue)
 
-    def flush_and_reset(self, reason: str = "reset requested") -> int:
-        """Publish the tracks of the frames still in the window, then start a new stream.
+    def flush_and_reset(self, reason: str = "reset requested", wait_s: float = RESET_WAIT_S) -> int:
+        """Finish the frames received so far (up to ``wait_s``), publish the tracks of the frames still in
+        the window, then start a new stream.
 
         Returns the number of frames whose tracks the flush emitted.
         """
+        with self._progress:
+            target = self._seq_received
+            self._progress.wait_for(lambda: self._seq_done >= target or self._stop.is_set(), timeout=wait_s)
         with self._engine_lock:
             return self._restart_locked(reason, warn=False)
 
     def destroy_node(self) -> None:
         self._stop.set()
         self._queue.close()
+        with self._progress:
+            self._progress.notify_all()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout=10.0)
         super().destroy_node()
@@ -267,7 +283,10 @@ class TrackerNode(Node):
     # -- callbacks: enqueue only ----------------------------------------------------------------------
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        self._queue.put((msg, time.monotonic()))
+        with self._progress:
+            self._seq_received += 1
+            seq = self._seq_received
+        self._queue.put((seq, msg, time.monotonic()))
         with self._stats_lock:
             self._stats.received += 1
             self._stats.period_received += 1
@@ -303,11 +322,15 @@ class TrackerNode(Node):
         while not self._stop.is_set():
             item = self._queue.get(timeout=max(0.0, next_diag - time.monotonic()))
             if item is not None:
+                seq, msg, received = item
                 try:
-                    self._process(*item)
+                    self._process(msg, received)
                 except Exception as exc:  # the worker must survive anything one frame does
                     self._note_error(f"unexpected error on a frame: {exc!r}")
                     self.get_logger().error(traceback.format_exc())
+                with self._progress:
+                    self._seq_done = seq
+                    self._progress.notify_all()
             if time.monotonic() >= next_diag:
                 next_diag = time.monotonic() + self._diag_period
                 try:
@@ -321,12 +344,22 @@ class TrackerNode(Node):
             self._stats.rejected += 1
             self._stats.last_error = text
 
+    def _reject(self, text: str) -> None:
+        """Count a rejected frame and log why, each distinct reason at most once per REJECT_LOG_PERIOD_S
+        (a camera with a wrong encoding would otherwise log at its frame rate)."""
+        self._note_error(text)
+        now = time.monotonic()
+        if now - self._reject_logged.get(text, -REJECT_LOG_PERIOD_S) >= REJECT_LOG_PERIOD_S:
+            if len(self._reject_logged) > 100:
+                self._reject_logged.clear()
+            self._reject_logged[text] = now
+            self.get_logger().error(text)
+
     def _process(self, msg: Image | CompressedImage, received: float) -> None:
         try:
             rgb = message_to_rgb(msg)
         except ValueError as exc:
-            self._note_error(f"image rejected: {exc}")
-            self.get_logger().error(f"image rejected: {exc}", throttle_duration_sec=5.0)
+            self._reject(f"image rejected: {exc}")
             return
         stamp = time_to_ns(msg.header.stamp)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
@@ -347,8 +380,7 @@ class TrackerNode(Node):
             except ValueError as exc:
                 self._frame_meta.pop(stamp, None)
                 self._frame_pixels.pop(stamp, None)
-                self._note_error(f"frame rejected by the tracker: {exc}")
-                self.get_logger().error(f"frame rejected by the tracker: {exc}", throttle_duration_sec=5.0)
+                self._reject(f"frame rejected by the tracker: {exc}")
                 return
             step_s = time.perf_counter() - t0
             self._last_stamp = stamp
@@ -390,8 +422,12 @@ class TrackerNode(Node):
         self._frame_index = 0
         with self._stats_lock:
             self._stats.resets += 1
-        log = self.get_logger().warning if warn else self.get_logger().info
-        log(f"{reason}: tracker reset after flushing {len(flushed)} frame(s)")
+        text = f"{reason}: tracker reset after flushing {len(flushed)} frame(s)"
+        # rclpy ties a severity to each call site: one line per severity.
+        if warn:
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
         return len(flushed)
 
     def _prune_locked(self) -> None:
