@@ -57,9 +57,9 @@ def make_tracker_node_description(
     Returns:
         dict with package, executable, name, namespace, parameters, remappings, output.
     """
-    camera_topic = camera_topic.strip()
+    camera_topic = camera_topic.strip().rstrip("/")
     if not camera_topic:
-        raise ValueError("camera_topic must not be empty")
+        raise ValueError(f"camera_topic must name a topic, got {camera_topic!r}")
     overrides = {name: value for name, value in (("checkpoint", checkpoint), ("device", device)) if value}
     parameters: list[Any] = [config_file or default_config_file()]
     if overrides:
@@ -70,7 +70,7 @@ def make_tracker_node_description(
         "name": NODE_NAME,
         "namespace": namespace,
         "parameters": parameters,
-        "remappings": [("image", camera_topic), ("image/compressed", camera_topic.rstrip("/") + "/compressed")],
+        "remappings": [("image", camera_topic), ("image/compressed", f"{camera_topic}/compressed")],
         "output": "screen",
     }
 
