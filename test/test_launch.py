@@ -157,8 +157,10 @@ def test_described_node_subscribes_to_the_remapped_camera_topic(launch_module: M
             time.sleep(0.1)
         assert raw.get_subscription_count() == 1, (tmp_path / "node.log").read_text()[-3000:]
         assert compressed.get_subscription_count() == 0  # compressed: false in the shipped config
-        names = node.get_node_names_and_namespaces()
-        assert ("tracker_node", "/") in names
+        deadline = time.monotonic() + 20  # node names travel separately from the endpoints
+        while ("tracker_node", "/") not in node.get_node_names_and_namespaces() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ("tracker_node", "/") in node.get_node_names_and_namespaces()
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)

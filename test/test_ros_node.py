@@ -727,3 +727,24 @@ def test_compressed_input_with_sim_time(sim_node: Tracker) -> None:
     diag_stamp = time_to_ns(sim_node.inbox.diagnostics[-1].header.stamp)
     assert sim_start <= diag_stamp < sim_start + 60 * 1_000_000_000, diag_stamp  # sim time, not wall time
     assert "cannot decode compressed image" in sim_node.proc.log()
+
+
+@pytest.mark.timeout(120)
+def test_demo_runs_and_checks(processes: dict[str, NodeProcess]) -> None:
+    """``python -m cotracker3_ros.demo --check``: synthetic camera, node and printer in one process."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "cotracker3_ros.demo", "--frames", "40", "--rate", "30", "--threads", "1", "--check"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "UNTRAINED WEIGHTS" in output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("tracks stamp=")]
+    assert len(lines) == 40 and all("points=64" in line for line in lines), output[-3000:]
+    assert "camera sent 40 frames, received 40 tracks messages" in result.stdout
