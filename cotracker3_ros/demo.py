@@ -142,7 +142,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--arch", default=None, help="architecture overrides (JSON); default: tiny without a checkpoint, else none"
     )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads; default: 1 for the tiny untrained model (more only adds thread contention), "
+        "else torch's choice",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-frame lines, only the summary")
     p.add_argument("--check", action="store_true", help="exit 1 unless tracks arrived")
     args, ros_args = p.parse_known_args(argv)
@@ -152,8 +158,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     arch = args.arch if args.arch is not None else ("" if args.checkpoint else json.dumps(DEMO_ARCH))
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    threads = args.threads if args.threads is not None else (0 if args.checkpoint else 1)
+    if threads > 0:
+        torch.set_num_threads(threads)
     context = Context()
     rclpy.init(args=["demo", *args.ros_args], context=context)
     nodes: list[Node] = []

@@ -129,8 +129,10 @@ class _Stats:
     lag_s: list[float] = field(default_factory=list)
     queue_wait_s: list[float] = field(default_factory=list)
     last_error: str = ""
+    period_start: float = field(default_factory=time.monotonic)
 
     def start_period(self, dropped_total: int) -> None:
+        self.period_start = time.monotonic()
         self.period_received = self.period_published = 0
         self.period_dropped_base = dropped_total
         self.step_latency_s, self.lag_s, self.queue_wait_s = [], [], []
@@ -470,7 +472,7 @@ class TrackerNode(Node):
         dropped = self._queue.dropped
         with self._stats_lock:
             s = self._stats
-            elapsed = self._diag_period
+            elapsed = max(time.monotonic() - s.period_start, 1e-3)
             period_dropped = dropped - s.period_dropped_base
             values = {
                 "input rate (Hz)": f"{s.period_received / elapsed:.2f}",
