@@ -19,6 +19,7 @@ Run: ``ros2 run cotracker3_ros tracker_node --ros-args --params-file config/trac
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from cotracker3_core import hub
+from cotracker3_core.config import ModelConfig
 from cotracker3_core.streaming import FrameTracks, StreamConfig, StreamingTracker
 
 from .conversions import frame_tracks_to_msg, mask_to_bool, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
@@ -93,11 +95,24 @@ def parse_arch(text: str) -> dict[str, Any]:
     return value
 
 
+#: ModelConfig fields the ``arch`` parameter may set (the others have their own parameters).
+ARCH_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {
+    "mode",
+    "window_len",
+    "model_resolution",
+    "extra",
+}
+
+
 def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
     """Node parameter values (name -> value) -> StreamConfig; raises ValueError on bad values."""
     resolution = [int(v) for v in values["model_resolution"]]
     if len(resolution) != 2:
         raise ValueError(f"model_resolution must be [height, width], got {resolution}")
+    arch = parse_arch(values["arch"])
+    unknown = sorted(set(arch) - ARCH_FIELDS)
+    if unknown:
+        raise ValueError(f"parameter arch: unknown fields {unknown}; known: {sorted(ARCH_FIELDS)}")
     return StreamConfig(
         checkpoint=values["checkpoint"] or None,
         device=values["device"],
@@ -107,7 +122,7 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
         step=int(values["step"]),
         iters=int(values["iters"]),
         visibility_threshold=float(values["visibility_threshold"]),
-        arch=parse_arch(values["arch"]),
+        arch=arch,
     )
 
 

@@ -99,6 +99,23 @@ def test_arch_and_stream_config_from_parameters() -> None:
         stream_config_from_params({**values, "step": 3})
     with pytest.raises(ValueError, match="model_resolution"):
         stream_config_from_params({**values, "model_resolution": [64]})
+    with pytest.raises(ValueError, match=r"unknown fields \['bogus'\]"):
+        stream_config_from_params({**values, "arch": "{bogus: 1}"})
+
+
+@pytest.mark.timeout(60)
+def test_bad_parameters_stop_the_node_with_a_clear_message(tmp_path: Path) -> None:
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    result = subprocess.run(
+        [*node_command(), "--ros-args", "-r", "__ns:=/bad", "-p", "step:=3"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert result.returncode == 2
+    assert "cannot start: step must be one of" in result.stdout + result.stderr
 
 
 # --- processes and a DDS peer ----------------------------------------------------------------------
