@@ -32,7 +32,14 @@ try:  # ROS 2's cv_bridge (apt: ros-<distro>-cv-bridge); absent from PyPI.
 except ImportError:
     _CV_BRIDGE = None
 
-from rosbags.image import ImageError, message_to_cvimage
+try:  # pure-Python fallback (pip install rosbags-image); optional where cv_bridge is present
+    from rosbags.image import ImageError, message_to_cvimage
+except ImportError:
+    message_to_cvimage = None
+
+    class ImageError(Exception):  # placeholder so that the except clauses below stay valid
+        pass
+
 
 __all__ = [
     "BACKENDS",
@@ -84,6 +91,10 @@ def _backend(backend: str | None) -> str:
         raise ValueError(f"unknown image backend {name!r}; known: {BACKENDS}")
     if name == "cv_bridge" and _CV_BRIDGE is None:
         raise ValueError("the cv_bridge backend was requested but cv_bridge is not importable")
+    if name == "rosbags" and message_to_cvimage is None:
+        raise ValueError(
+            "no image backend: install ROS 2 cv_bridge (apt: ros-<distro>-cv-bridge) or rosbags-image (pip)"
+        )
     return name
 
 
