@@ -10,7 +10,8 @@ from torch import Tensor
 def grid_points(size: int, extent: tuple[int, int], device: torch.device | str | None = None) -> Tensor:
     """A size x size grid over an (H, W) image as (1, size*size, 2) x/y pixels, row-major.
 
-    The grid keeps a margin of W/64 from the border, as the official predictors place it.
+    The grid keeps a margin of W/64 from the border, as the official predictors place it; points are
+    clamped to the image so that images narrower than 64 px still get valid points.
     """
     h, w = extent
     if size < 1:
@@ -20,7 +21,7 @@ def grid_points(size: int, extent: tuple[int, int], device: torch.device | str |
     margin = w / 64
     ys = torch.linspace(margin, h - margin, size, device=device)
     xs = torch.linspace(margin, w - margin, size, device=device)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    gy, gx = torch.meshgrid(ys.clamp(0, h - 1), xs.clamp(0, w - 1), indexing="ij")
     return torch.stack([gx, gy], dim=-1).reshape(1, -1, 2)
 
 
