@@ -1,0 +1,713 @@
+"""``cotracker3-replay-eval``: play bags to the real tracker node over DDS and score what it publishes.
+
+The node runs as its own process (``python -m cotracker3_ros.node --ros-args --params-file ... -p ...``, the
+same code as the ``tracker_node`` executable), started here with the model settings of ``cotracker3-bag-eval``
+(same flags, same seeded weights) and ``grid_size 0``, or an already running node is used (``--connect``).
+For each bag:
+
+1. the node is reset (``reset`` service) and the images are published with their recorded bytes (so with their
+   recorded header stamps) on the bag's image topic, reliably;
+2. right after the image of a frame holding ground-truth queries ("first" mode: each track's first visible
+   frame), they are added through the ``add_points`` service with that image's stamp and the track ids as ids;
+   a call made before the node has taken the image is answered "not a frame in the window" and is repeated;
+3. at the end of the bag the node is reset again, which flushes its window, as ``cotracker3-bag-eval`` does;
+4. every ``tracks`` message is recorded with its arrival time and scored like the bag evaluation.
+
+Pacing: ``lockstep`` (default) publishes a frame only while fewer than ``--max-in-flight`` published frames
+await their tracks and waits for each frame's queries to be accepted before the next frame, with a node queue
+deep enough that nothing is dropped: the node sees exactly what ``cotracker3-bag-eval`` feeds the engine, so
+the scores agree. ``realtime`` publishes at the recorded rate (times ``--rate``), optionally with ``/clock``,
+with the node's own queue size: a node slower than the camera drops frames, which are reported and scored as
+missing.
+
+Reported per clip, besides the scores: frames dropped / rejected by the node (its /diagnostics), frames without
+tracks, queries it refused, lag (publication of an image to arrival of its tracks, wall clock) and the node's
+step latency. ``--compare-offline`` also runs the bag evaluation's streaming engine in this process and reports
+the largest difference of the tracks and of the scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+import torch
+from cotracker3_msgs.msg import Tracks
+from cotracker3_msgs.srv import AddPoints
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import GetParameters
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import parameter_value_to_python
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rosgraph_msgs.msg import Clock
+from std_srvs.srv import Trigger
+from tqdm import tqdm
+
+from cotracker3_core.streaming import StreamingTracker
+
+from .bag_eval import (
+    MODEL_PARAMS,
+    add_input_arguments,
+    add_model_arguments,
+    add_output_arguments,
+    clip_result,
+    materialize_weights,
+    model_values,
+    read_bag,
+    run_stream,
+    write_clip_outputs,
+)
+from .bag_tools import BagClip, find_bags
+from .conversions import ns_to_time, time_to_ns, tracks_msg_arrays
+from .eval_report import summarize_latency, write_reports
+from .eval_scoring import FrameOutput, Queries, first_queries, predictions_from_outputs, score_clip
+from .node import NODE_NAME, stream_config_from_params
+
+__all__ = ["NodeProcess", "ReplayPeer", "build_parser", "evaluate", "main", "replay_clip"]
+
+PROG = "cotracker3-replay-eval"
+PACES = ("lockstep", "realtime")
+DEFAULT_NAMESPACE = "/cotracker3_eval"
+#: Node queue size in lockstep mode: the most the node accepts (params.py), so nothing in flight is dropped.
+LOCKSTEP_QUEUE_SIZE = 100
+RETRY_PERIOD_S = 0.005
+#: Answers of add_points that mean "the image is not in the engine yet": repeat the call.
+_NOT_YET = ("not a frame in the window", "no frame received yet")
+
+
+# --- the node process --------------------------------------------------------------------------------------
+
+
+def default_node_command() -> list[str]:
+    """``python -m cotracker3_ros.node`` with this interpreter: the node runs the code this tool imports."""
+    return [sys.executable, "-m", "cotracker3_ros.node"]
+
+
+@dataclass
+class NodeProcess:
+    """A tracker node process started by this tool, its output going to ``log_path``."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(
+        cls, command: Sequence[str], ros_args: Sequence[str], env: Mapping[str, str], log_path: Path
+    ) -> NodeProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [*command, "--ros-args", *ros_args], env=dict(env), stdout=log, stderr=subprocess.STDOUT
+            )
+        return cls(process, log_path)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGINT (the node shuts down cleanly), then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self.alive:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def node_ros_args(
+    values: Mapping[str, Any],
+    *,
+    params_file: Path | None,
+    namespace: str,
+    image_topic: str,
+    compressed: bool,
+    queue_size: int,
+    use_sim_time: bool,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The node's ``--ros-args``: the parameters file, then every model parameter explicitly, no automatic grid,
+    a reliable deep input (QoS override on the remapped image topic) and a deep tracks publisher."""
+    args: list[str] = []
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
+    node_topic = "image/compressed" if compressed else "image"
+    args += ["-r", f"__ns:={namespace}", "-r", f"{node_topic}:={image_topic}"]
+
+    def param(name: str, value: Any) -> None:
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = "'" + value.replace("'", "''") + "'"  # a YAML single-quoted string
+        elif isinstance(value, (list, tuple)):
+            text = "[" + ",".join(str(v) for v in value) + "]"
+        else:
+            text = repr(value)
+        args.extend(["-p", f"{name}:={text}"])
+
+    for name in MODEL_PARAMS:
+        param(name, values[name])
+    param("grid_size", 0)
+    param("compressed", compressed)
+    param("publish_refined", False)
+    param("queue_size", int(queue_size))
+    param("diagnostics_period", 0.2)
+    if use_sim_time:
+        param("use_sim_time", True)
+    tracks_topic = f"{namespace.rstrip('/')}/tracks"
+    args += [
+        "-p", f"qos_overrides.{image_topic}.subscription.reliability:=reliable",
+        "-p", f"qos_overrides.{image_topic}.subscription.depth:={LOCKSTEP_QUEUE_SIZE}",
+        "-p", f"qos_overrides.{tracks_topic}.publisher.depth:=1000",
+        "-p", f"qos_overrides.{tracks_topic}.publisher.reliability:=reliable",
+    ]  # fmt: skip
+    return [*args, *extra]
+
+
+# --- this tool's side of DDS -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One ``tracks`` message: the image stamp, the estimate and its arrival time (monotonic)."""
+
+    stamp: int
+    output: FrameOutput
+    arrival: float
+
+
+class ReplayPeer:
+    """An rclpy node in its own context, spun by a background thread: publishes images (and /clock), calls the
+    tracker's services, records its ``tracks`` and ``/diagnostics``."""
+
+    def __init__(self, domain_id: int, namespace: str, image_topic: str, image_class: type, clock: bool) -> None:
+        self.namespace = namespace.rstrip("/") or ""
+        self.process: NodeProcess | None = None  # set when this tool started the node: waits watch it
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = Node("cotracker3_replay_eval", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        reliable = QoSProfile(depth=LOCKSTEP_QUEUE_SIZE, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.node.create_publisher(image_class, image_topic, reliable)
+        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10) if clock else None
+        deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self._lock = threading.Lock()
+        self.received: list[Received] = []
+        self.diagnostics: list[tuple[float, dict[str, str]]] = []
+        self.tracks_sub = self.node.create_subscription(Tracks, f"{self.namespace}/tracks", self._on_tracks, deep)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.add_points = self.node.create_client(AddPoints, f"{self.namespace}/add_points")
+        self.reset = self.node.create_client(Trigger, f"{self.namespace}/reset")
+        self.get_parameters = self.node.create_client(GetParameters, f"{self.namespace}/{NODE_NAME}/get_parameters")
+        self._spinner = threading.Thread(target=self._spin, name="replay_eval_spin", daemon=True)
+        self._spinner.start()
+
+    # -- callbacks (spinner thread) --
+
+    def _on_tracks(self, msg: Tracks) -> None:
+        arrival = time.monotonic()
+        item = Received(time_to_ns(msg.header.stamp), FrameOutput.from_arrays(tracks_msg_arrays(msg)), arrival)
+        with self._lock:
+            self.received.append(item)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        name = f"{self.namespace}/{NODE_NAME}: tracking"
+        for status in msg.status:
+            if status.name == name:
+                with self._lock:
+                    self.diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in status.values}))
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # the context shutting down under us
+                if self.context.ok():
+                    raise
+
+    # -- helpers for the main thread --
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.005) -> bool:
+        """Poll ``predicate`` until true or ``timeout_s``; raises at once if the node process (when this tool
+        started it) has exited."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            if self.process is not None and not self.process.alive:
+                raise RuntimeError(
+                    f"the tracker node exited with {self.process.process.returncode}:\n{self.process.log_tail()}"
+                )
+            time.sleep(period_s)
+        return predicate()
+
+    def call(self, client: Any, request: Any, timeout_s: float) -> Any:
+        if not self.wait_for(client.service_is_ready, timeout_s, 0.02):
+            raise RuntimeError(f"service {client.srv_name} is not available")
+        future = client.call_async(request)
+        if not self.wait_for(future.done, timeout_s, 0.001):
+            raise RuntimeError(f"no answer from {client.srv_name} within {timeout_s:.0f} s")
+        return future.result()
+
+    def received_since(self, start: int) -> list[Received]:
+        with self._lock:
+            return self.received[start:]
+
+    def received_count(self) -> int:
+        with self._lock:
+            return len(self.received)
+
+    def diagnostics_after(self, when: float) -> dict[str, str] | None:
+        with self._lock:
+            later = [values for at, values in self.diagnostics if at > when]
+        return later[-1] if later else None
+
+    def diagnostics_between(self, start: float, end: float) -> list[dict[str, str]]:
+        with self._lock:
+            return [values for at, values in self.diagnostics if start < at <= end]
+
+    def wait_diagnostics(self, after: float, timeout_s: float) -> dict[str, str]:
+        if not self.wait_for(lambda: self.diagnostics_after(after) is not None, timeout_s, 0.01):
+            raise RuntimeError(f"no /diagnostics from {self.namespace}/{NODE_NAME} within {timeout_s:.0f} s")
+        values = self.diagnostics_after(after)
+        assert values is not None
+        return values
+
+    def node_parameters(self, names: Sequence[str], timeout_s: float) -> dict[str, Any]:
+        response = self.call(self.get_parameters, GetParameters.Request(names=list(names)), timeout_s)
+        return {n: parameter_value_to_python(v) for n, v in zip(names, response.values, strict=True)}
+
+    def close(self) -> None:
+        rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+# --- one clip ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayRun:
+    """What one clip's replay produced."""
+
+    outputs: dict[int, FrameOutput] = field(default_factory=dict)
+    lag_s: list[float] = field(default_factory=list)
+    published: int = 0
+    duplicates: int = 0
+    refused_queries: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    node_step_latency_ms: dict[str, float | None] = field(default_factory=dict)
+
+
+def _counter(values: Mapping[str, str], key: str) -> int:
+    try:
+        return int(values.get(key, "0"))
+    except ValueError:
+        return 0
+
+
+def _add_queries(
+    peer: ReplayPeer, stamp: int, xy: np.ndarray, ids: Sequence[int], timeout_s: float, stop: threading.Event | None
+) -> str | None:
+    """add_points until accepted; returns None, or the node's reason for refusing them."""
+    request = AddPoints.Request(stamp=ns_to_time(stamp))
+    request.x = xy[:, 0].astype(np.float32).tolist()
+    request.y = xy[:, 1].astype(np.float32).tolist()
+    request.ids = [int(i) for i in ids]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = peer.call(peer.add_points, request, timeout_s)
+        if response.success:
+            return None
+        retriable = any(text in response.message for text in _NOT_YET)
+        if not retriable or time.monotonic() > deadline or (stop is not None and stop.is_set()):
+            return response.message
+        time.sleep(RETRY_PERIOD_S)
+
+
+def replay_clip(
+    peer: ReplayPeer,
+    clip: BagClip,
+    queries: Queries,
+    *,
+    pace: str,
+    rate: float,
+    max_in_flight: int,
+    timeout_s: float,
+    query_retry_s: float = 2.0,
+    progress: bool = True,
+) -> ReplayRun:
+    """Replay one clip to the node and collect its tracks (see the module docstring).
+
+    ``query_retry_s``: realtime pace, how long refused add_points calls are repeated (the image may still be
+    queued in the node) before the queries count as refused; lockstep repeats them up to ``timeout_s``.
+    """
+    run = ReplayRun()
+    response = peer.call(peer.reset, Trigger.Request(), timeout_s)
+    if not response.success:
+        raise RuntimeError(f"the node refused to reset: {response.message}")
+    reset_at = time.monotonic()
+    start_values = peer.wait_diagnostics(reset_at, timeout_s)
+    first_message = peer.received_count()
+    stamps = [int(s) for s in clip.stamps]
+    own = set(stamps)
+    published_at: dict[int, float] = {}
+
+    def tracked() -> int:
+        return len({r.stamp for r in peer.received_since(first_message) if r.stamp in own})
+
+    # Realtime: queries are added by a helper thread so that publishing keeps the camera's pace.
+    pending: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue()
+    stop = threading.Event()
+
+    def add_worker() -> None:
+        while (item := pending.get()) is not None:
+            stamp, chosen = item
+            refused = _add_queries(peer, stamp, queries.xy[chosen], queries.ids[chosen], query_retry_s, stop)
+            if refused:
+                run.refused_queries.append(f"frame stamped {stamp}: {refused}")
+
+    worker = threading.Thread(target=add_worker, name="replay_eval_queries", daemon=True)
+    if pace == "realtime":
+        worker.start()
+    t0 = time.monotonic()
+    for index in tqdm(range(clip.num_frames), desc=f"{clip.name} (replay)", unit="frame", disable=not progress):
+        stamp = stamps[index]
+        if pace == "lockstep":
+            if not peer.wait_for(lambda i=index: i - tracked() <= max_in_flight, timeout_s):
+                raise RuntimeError(
+                    f"{clip.name}: the node published no tracks for {timeout_s:.0f} s ({tracked()} of {index} "
+                    "frames tracked); is it running and subscribed to the image topic?"
+                )
+        else:
+            due = t0 + (stamp - stamps[0]) * 1e-9 / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+        if peer.clock_pub is not None:
+            peer.clock_pub.publish(Clock(clock=ns_to_time(stamp)))
+        peer.image_pub.publish(clip.raw_images[index])
+        published_at[stamp] = time.monotonic()
+        run.published += 1
+        chosen = queries.on_frame(index)
+        if chosen.size:
+            if pace == "lockstep":
+                refused = _add_queries(peer, stamp, queries.xy[chosen], queries.ids[chosen], timeout_s, None)
+                if refused:
+                    run.refused_queries.append(f"frame {index}: {refused}")
+            else:
+                pending.put((stamp, chosen))
+    if pace == "realtime":
+        pending.put(None)
+        worker.join(timeout=timeout_s + 5)
+        stop.set()
+
+    # Every image must have reached the node before the reset flushes its window.
+    base_received = _counter(start_values, "frames received (total)")
+
+    def all_received() -> bool:
+        values = peer.diagnostics_after(reset_at)
+        return values is not None and _counter(values, "frames received (total)") - base_received >= run.published
+
+    if not peer.wait_for(all_received, timeout_s, 0.01):
+        raise RuntimeError(f"{clip.name}: the node did not report receiving all {run.published} images")
+    flush_at = time.monotonic()
+    response = peer.call(peer.reset, Trigger.Request(), timeout_s)
+    if not response.success:
+        raise RuntimeError(f"the node refused the final reset (flush): {response.message}")
+    done_at = time.monotonic()
+    peer.wait_for(lambda: tracked() >= run.published, 2.0, 0.01)
+    end_values = peer.wait_diagnostics(done_at, timeout_s)
+
+    for item in peer.received_since(first_message):
+        if item.stamp not in own:
+            continue
+        if item.stamp in run.outputs:
+            run.duplicates += 1
+            continue
+        run.outputs[item.stamp] = item.output
+        # The frames the final reset flushes wait for the end of the bag, not for the tracker: no lag for them.
+        if item.arrival < flush_at:
+            run.lag_s.append(item.arrival - published_at[item.stamp])
+    run.counters = {
+        key: _counter(end_values, f"{key} (total)") - _counter(start_values, f"{key} (total)")
+        for key in ("frames received", "dropped frames", "rejected frames", "frames published")
+    }
+    periods = peer.diagnostics_between(reset_at, time.monotonic())
+    means = [float(v["step latency mean (ms)"]) for v in periods if _is_number(v.get("step latency mean (ms)"))]
+    maxes = [float(v["step latency max (ms)"]) for v in periods if _is_number(v.get("step latency max (ms)"))]
+    run.node_step_latency_ms = {
+        "mean_ms": float(np.mean(means)) if means else None,
+        "max_ms": float(np.max(maxes)) if maxes else None,
+    }
+    return run
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text or "")
+    except ValueError:
+        return False
+    return True
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Replay rosbag2 clips with ground truth to the CoTracker3 tracker node over DDS, add the "
+        "ground-truth queries through its add_points service, record its tracks and score them ('first' mode).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_input_arguments(parser)
+    add_model_arguments(parser)
+    node = parser.add_argument_group("node and DDS")
+    node.add_argument("--connect", action="store_true", help="use a running node in --namespace instead of "
+                      "starting one (it should run with grid_size 0 and a reliable image subscription)")
+    node.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="the node's namespace")
+    node.add_argument("--node-command", help="command that starts the node (default: this python -m "
+                      "cotracker3_ros.node); --ros-args and the parameters are appended")
+    node.add_argument("--node-arg", action="append", default=[], help="extra argument after --ros-args (repeat)")
+    node.add_argument("--node-threads", type=int, default=0, help="OMP_NUM_THREADS of the node process (0: unset)")
+    node.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: the environment's, else 0)")
+    node.add_argument("--localhost", action="store_true", help="keep DDS discovery on this host")
+    node.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node at any point")
+    pace = parser.add_argument_group("pacing")
+    pace.add_argument("--pace", choices=PACES, default="lockstep", help="lockstep: as fast as the node keeps up, "
+                      "nothing dropped; realtime: at the recorded rate, the node's queue drops what it cannot take")
+    pace.add_argument("--rate", type=float, default=1.0, help="realtime: playback speed factor")
+    pace.add_argument("--clock", action="store_true", help="publish /clock with the image stamps (node on sim time)")
+    pace.add_argument("--query-retry", type=float, default=2.0, help="realtime: seconds a refused add_points call "
+                      "is repeated (the image may still wait in the node's queue)")
+    pace.add_argument("--max-in-flight", type=int, help="lockstep: images published but not yet tracked, at most "
+                      "(default window_len + step)")
+    pace.add_argument("--queue-size", type=int, help="node queue size (default: 100 in lockstep, the node's in "
+                      "realtime)")
+    parser.add_argument("--compare-offline", action="store_true", help="also run the bag evaluation's streaming "
+                        "engine here and report the largest track and score differences")
+    add_output_arguments(parser, "replay_eval_results")
+    return parser
+
+
+def _child_env(domain_id: int, localhost: bool, threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    if localhost:
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if threads > 0:
+        env["OMP_NUM_THREADS"] = str(threads)
+    # `python -m cotracker3_ros.node` must import this very package (a working tree or an install).
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
+def _absolute(topic: str, namespace: str) -> str:
+    return topic if topic.startswith("/") else f"{namespace.rstrip('/')}/{topic}"
+
+
+def _offline_comparison(
+    clip: BagClip, tracker: StreamingTracker, queries: Queries, run: ReplayRun, progress: bool
+) -> dict[str, Any]:
+    """The bag evaluation's engine run on the same clip, against what the node published."""
+    stream = run_stream(clip, tracker, queries, progress)
+    gt = clip.ground_truth
+    offline = score_clip(gt, queries, predictions_from_outputs(stream.first, clip.stamps, queries), clip.size_hw)
+    live = score_clip(gt, queries, predictions_from_outputs(run.outputs, clip.stamps, queries), clip.size_hw)
+    keys = ("AJ", "delta_avg", "OA")
+    return {
+        **_compare(stream.first, run.outputs),
+        "max_abs_score_diff": max(abs(offline[k] - live[k]) for k in keys),
+        "offline": {k: offline[k] for k in keys},
+    }
+
+
+def _compare(offline: Mapping[int, FrameOutput], live: Mapping[int, FrameOutput]) -> dict[str, Any]:
+    """Largest position difference (px) and visibility disagreements over the entries both have."""
+    worst, flips, compared = 0.0, 0, 0
+    for stamp, a in offline.items():
+        b = live.get(stamp)
+        if b is None:
+            continue
+        index = {int(i): k for k, i in enumerate(b.ids)}
+        for k, track_id in enumerate(a.ids):
+            j = index.get(int(track_id))
+            if j is None:
+                continue
+            compared += 1
+            worst = max(worst, float(np.abs(a.xy[k].astype(np.float64) - b.xy[j]).max()))
+            flips += int(bool(a.visible[k]) != bool(b.visible[j]))
+    return {"compared_points": compared, "max_abs_xy_diff_px": worst, "visible_disagreements": flips}
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the replay evaluation ``args`` describe; returns {"results", "settings", "files"}."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.rate <= 0:
+        raise ValueError(f"--rate must be > 0, got {args.rate}")
+    progress = not args.no_progress
+    bags = find_bags(args.bags)
+    clips = [read_bag(path, args) for path in bags]
+    kinds = {(c.image_topic, c.image_type) for c in clips}
+    if len(kinds) > 1:
+        raise ValueError(f"the bags use different image topics or types {sorted(kinds)}; replay them separately")
+    image_topic, image_type = kinds.pop()
+    namespace = "/" + args.namespace.strip("/") if args.namespace.strip("/") else ""
+    image_topic = _absolute(image_topic, namespace)
+    domain_id = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+    if args.localhost:
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    requested = model_values(args)
+    results: list[dict[str, Any]] = []
+    process: NodeProcess | None = None
+    peer: ReplayPeer | None = None
+    with tempfile.TemporaryDirectory(prefix="ct3_replay_eval_") as tmp:
+        if args.connect:  # the node's own settings are read below
+            values, weights = dict(requested), ""
+        else:
+            values, weights = materialize_weights(requested, args.seed, Path(tmp))
+        window_len, step = int(values["window_len"]), int(values["step"])
+        try:
+            if not args.connect:
+                _max_in_flight(args.max_in_flight, window_len, step)  # refuse bad pacing before starting anything
+            peer = ReplayPeer(domain_id, namespace, image_topic, clips[0].message_class, args.clock)
+            if not args.connect:
+                default_queue = LOCKSTEP_QUEUE_SIZE if args.pace == "lockstep" else values["queue_size"]
+                queue_size = args.queue_size or default_queue
+                ros_args = node_ros_args(
+                    values,
+                    params_file=args.params_file,
+                    namespace=namespace or "/",
+                    image_topic=image_topic,
+                    compressed=clips[0].compressed,
+                    queue_size=queue_size,
+                    use_sim_time=args.clock,
+                    extra=args.node_arg,
+                )
+                command = shlex.split(args.node_command) if args.node_command else default_node_command()
+                env = _child_env(domain_id, args.localhost, args.node_threads)
+                process = peer.process = NodeProcess.start(command, ros_args, env, args.out / "node.log")
+            else:
+                node_values = peer.node_parameters([*MODEL_PARAMS, "grid_size", "queue_size"], args.timeout)
+                if node_values.get("grid_size"):
+                    print(f"{PROG}: warning: the node tracks an automatic {node_values['grid_size']}x grid too; its "
+                          "points change the tracks of the queried ones", file=sys.stderr)
+                window_len, step = int(node_values["window_len"]), int(node_values["step"])
+                values = requested = {**values, **{k: node_values[k] for k in MODEL_PARAMS}}
+                weights = str(node_values["checkpoint"]) or "UNTRAINED (node's own random weights)"
+            _wait_ready(peer, process, args.timeout)
+            max_in_flight = _max_in_flight(args.max_in_flight, window_len, step)
+            offline_tracker = None
+            if args.compare_offline and not values["checkpoint"]:
+                print(f"{PROG}: warning: the node runs its own random weights (no checkpoint): nothing to compare "
+                      "offline; --compare-offline ignored", file=sys.stderr)
+            elif args.compare_offline:
+                offline_tracker = StreamingTracker.from_config(stream_config_from_params(values))
+            for clip in clips:
+                queries = first_queries(clip.ground_truth)
+                run = replay_clip(
+                    peer, clip, queries, pace=args.pace, rate=args.rate, max_in_flight=max_in_flight,
+                    timeout_s=args.timeout, query_retry_s=args.query_retry, progress=progress,
+                )  # fmt: skip
+                pred = predictions_from_outputs(run.outputs, clip.stamps, queries)
+                extra: dict[str, Any] = {
+                    "pace": args.pace,
+                    "published_frames": run.published,
+                    "frames_without_tracks": len(pred.frames_without_output),
+                    "dropped_frames": run.counters.get("dropped frames", 0),
+                    "rejected_frames": run.counters.get("rejected frames", 0),
+                    "duplicate_tracks": run.duplicates,
+                    "refused_queries": run.refused_queries,
+                    "lag": summarize_latency(run.lag_s),
+                    "step_latency": run.node_step_latency_ms,
+                }
+                if offline_tracker is not None:
+                    extra["offline_comparison"] = _offline_comparison(clip, offline_tracker, queries, run, progress)
+                results.append(clip_result(clip, "first", queries, pred, extra))
+                write_clip_outputs(args.out, clip, "first", queries, pred, args.png_frames, args.save_tracks)
+        finally:
+            exit_code = process.stop() if process is not None else None
+            if peer is not None:
+                peer.close()
+        if exit_code not in (None, 0):
+            print(f"{PROG}: warning: the node exited with {exit_code}; log: {process.log_path}", file=sys.stderr)
+    settings = {
+        "tool": PROG,
+        "weights": weights,
+        **{k: requested[k] for k in MODEL_PARAMS if k != "checkpoint"},
+        "pace": args.pace if args.pace == "lockstep" else f"realtime x{args.rate:g}",
+        "node": "connected" if args.connect else "started",
+        "namespace": namespace or "/",
+        "ros_domain_id": domain_id,
+        "torch_threads (this process)": torch.get_num_threads(),
+    }
+    files = write_reports(args.out, "CoTracker3 live replay evaluation", results, settings)
+    return {"results": results, "settings": settings, "files": files}
+
+
+def _max_in_flight(requested: int | None, window_len: int, step: int) -> int:
+    value = requested or (window_len + step)
+    if value < window_len:
+        raise ValueError(f"--max-in-flight must be >= window_len ({window_len}): the first tracks need as many")
+    return value
+
+
+def _wait_ready(peer: ReplayPeer, process: NodeProcess | None, timeout_s: float) -> None:
+    """The node's services answer and it subscribes to our image topic (and we to its tracks)."""
+
+    def ready() -> bool:
+        return (
+            peer.reset.service_is_ready()
+            and peer.add_points.service_is_ready()
+            and peer.image_pub.get_subscription_count() >= 1
+            and peer.tracks_sub.get_publisher_count() >= 1
+        )
+
+    if not peer.wait_for(ready, timeout_s, 0.05):
+        where = f"\n{process.log_tail()}" if process is not None else ""
+        raise RuntimeError(f"the tracker node in {peer.namespace or '/'} was not ready within {timeout_s:.0f} s{where}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = evaluate(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(report["files"]["markdown"].read_text())
+    print(f"wrote {report['files']['json']} and {report['files']['markdown']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
