@@ -19,10 +19,10 @@ TINY = dict(latent_dim=16, hidden_size=32, num_heads=2, num_virtual_tracks=4, co
 RES = (32, 48)
 
 
-def make_tracker(step: int = 8, resolution=RES, seed: int = 0) -> StreamingTracker:
+def make_tracker(step: int = 8, resolution=RES, seed: int = 0, iters: int = 6) -> StreamingTracker:
     torch.manual_seed(seed)
     model = build_model("online", model_resolution=resolution, **TINY)
-    return StreamingTracker(model, StreamConfig(model_resolution=resolution, step=step, device="cpu"))
+    return StreamingTracker(model, StreamConfig(model_resolution=resolution, step=step, device="cpu", iters=iters))
 
 
 def frames(n: int, h: int = 40, w: int = 60, seed: int = 0) -> list[np.ndarray]:
@@ -134,7 +134,8 @@ def rss_bytes() -> int:
 
 @pytest.mark.slow
 def test_state_and_memory_bounded_over_5000_frames():
-    tracker = make_tracker(resolution=(32, 32))
+    # One refinement iteration keeps 5,000 frames quick; the state's size does not depend on it.
+    tracker = make_tracker(resolution=(32, 32), iters=1)
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (20, 60, 3), dtype=np.uint8)
     state_at, rss_at = {}, {}
@@ -142,7 +143,7 @@ def test_state_and_memory_bounded_over_5000_frames():
         frame = np.roll(base, i % 40, axis=1)[:, :20]
         tracker.push(frame, stamp=i + 1)
         if i == 0:
-            tracker.add_queries(rng.uniform(0, 19, (64, 2)))
+            tracker.add_queries(rng.uniform(0, 19, (32, 2)))
         if i + 1 in (1000, 5000):
             state_at[i + 1], rss_at[i + 1] = tracker.state_nbytes(), rss_bytes()
     growth_mb = (rss_at[5000] - rss_at[1000]) / 2**20
