@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init(args=["demo", *args.ros_args], context=context)
     nodes: list[Node] = []
     executor = None
+    spin = None
     try:
         tracker = TrackerNode(
             namespace=NAMESPACE,
@@ -209,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
+        if spin is not None:
+            # Join before destroying the nodes: a spin thread still inside rcl at interpreter exit
+            # aborts the process ("terminate called without an active exception").
+            spin.join(timeout=5.0)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
