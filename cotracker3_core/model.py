@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .correlation import CorrelationEncoder, build_pyramid
+from .correlation import CorrelationEncoder, WindowFeatures, build_pyramid
 from .embeddings import displacement_encoding, resample_time_embedding, sincos_time_embedding
 from .encoder import FeatureEncoder, l2_normalize, normalize_frames
 from .update_transformer import UpdateTransformer
@@ -145,16 +145,22 @@ class CoTracker3(nn.Module):
         b, n = query_frames.shape
         t = pyramid[0].shape[1]
         frames = query_frames.clamp(0, t - 1)
-        out = []
-        for i, level in enumerate(pyramid):
-            rows = level[torch.arange(b, device=level.device)[:, None], frames]  # (B, N, C, H, W)
-            sampled = self.correlation.sample_support([rows.flatten(0, 1)], query_xy.reshape(b * n, 1, 2) / 2**i)
-            out.append(sampled[0].view(b, n, -1, level.shape[2]))
+        out: list[Tensor | None] = [None] * len(pyramid)
+        # One lookup per distinct query frame: gathering a whole map per query would cost N full maps.
+        for bi in range(b):
+            for frame in frames[bi].unique().tolist():
+                sel = (frames[bi] == frame).nonzero()[:, 0]
+                maps = [level[bi, frame][None] for level in pyramid]  # per level (1, C, H_l, W_l)
+                sampled = self.correlation.sample_support(maps, query_xy[bi, sel][None])  # per level (1, m, K, C)
+                for i, part in enumerate(sampled):
+                    if out[i] is None:
+                        out[i] = part.new_zeros(b, n, *part.shape[2:])
+                    out[i][bi, sel] = part[0]
         return out
 
     def refine(
         self,
-        pyramid: list[Tensor],
+        pyramid: list[Tensor] | WindowFeatures,
         support: list[Tensor],
         start: IterationEstimate,
         iters: int,
@@ -162,7 +168,7 @@ class CoTracker3(nn.Module):
         """Iteratively update the tracks of one window.
 
         Args:
-            pyramid: per level (B, S, C, H_l, W_l) window features.
+            pyramid: per level (B, S, C, H_l, W_l) window features, or their `WindowFeatures`.
             support: per level (B, N, K, C) query supports.
             start: initial (B, S, N, 2) coords in feature pixels and (B, S, N) logits.
             iters: refinement iterations.
@@ -171,6 +177,15 @@ class CoTracker3(nn.Module):
         """
         coords, vis, conf = start
         time_embedding = resample_time_embedding(self.time_embedding, coords.shape[1])
+        # Lay out the features and supports for lookups once per window, not once per iteration; under
+        # autocast, in the compute dtype (the lookup's product would cast them at every iteration otherwise).
+        dtype = _autocast_dtype(coords.device.type)
+        if not isinstance(pyramid, WindowFeatures):
+            pyramid = WindowFeatures.from_pyramid(pyramid, dtype)
+        elif dtype is not None and pyramid.rows.dtype != dtype:
+            pyramid = pyramid._replace(rows=pyramid.rows.to(dtype))
+        pyramid = pyramid._replace(rows=pyramid.rows.contiguous())
+        support = self.correlation.prepare_support(support, pyramid.rows.dtype)  # (B, N, L, C, K)
         out = []
         for _ in range(iters):
             coords = coords.detach()
@@ -184,10 +199,15 @@ class CoTracker3(nn.Module):
         return out
 
     def transformer_input(
-        self, pyramid: list[Tensor], support: list[Tensor], estimate: IterationEstimate, time_embedding: Tensor
+        self,
+        pyramid: list[Tensor] | WindowFeatures,
+        support: list[Tensor] | Tensor,
+        estimate: IterationEstimate,
+        time_embedding: Tensor,
     ) -> Tensor:
         """Tokens of one iteration: (B, S, N, D) = [vis logit, conf logit, correlation embeddings,
-        displacement code] + time embedding (1, S, D); coords of `estimate` in feature pixels."""
+        displacement code] + time embedding (1, S, D); coords of `estimate` in feature pixels. `pyramid` and
+        `support` as `CorrelationEncoder.forward` takes them."""
         coords, vis, conf = estimate
         corr = self.correlation(pyramid, support, coords)  # (B, S, N, L*E)
         motion = displacement_encoding(coords, self.displacement_scale, self.config.posenc_degrees)
@@ -234,6 +254,7 @@ class CoTracker3(nn.Module):
             features = torch.cat([features, features[:, -1:].expand(-1, padded_len - t, -1, -1, -1)], dim=1)
         pyramid = self.pyramid(features)
         support = self.sample_support(pyramid, query_frames, query_xy)
+        window_features = WindowFeatures.from_pyramid(pyramid, _autocast_dtype(features.device.type))
         coords = query_xy.new_zeros(b, t, n, 2)
         vis = query_xy.new_zeros(b, t, n)
         conf = query_xy.new_zeros(b, t, n)
@@ -244,7 +265,7 @@ class CoTracker3(nn.Module):
             use_carry = query_frames < start + s - step
             init = initial_estimates(query_xy, s, carry, use_carry if carry is not None else None)
             its = self.refine(
-                [level[:, start : start + s] for level in pyramid],
+                window_features.frames(start, start + s),
                 [sup * started[:, :, None, None] for sup in support],
                 init,
                 iters,
@@ -261,6 +282,13 @@ class CoTracker3(nn.Module):
         return TrackerOutput(coords, vis.sigmoid(), conf.sigmoid(), windows)
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast compute dtype in effect for `device_type`, or None."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def _check_inputs(video: Tensor, queries: Tensor, stride: int) -> None:
     if video.ndim != 5 or video.shape[2] != 3:
         raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
@@ -272,4 +300,10 @@ def _check_inputs(video: Tensor, queries: Tensor, stride: int) -> None:
         raise ValueError("queries contain NaN or infinite values")
 
 
-__all__ = ["CoTracker3", "TrackerOutput", "WindowOutput", "IterationEstimate", "initial_estimates"]
+__all__ = [
+    "CoTracker3",
+    "TrackerOutput",
+    "WindowOutput",
+    "IterationEstimate",
+    "initial_estimates",
+]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .correlation import WindowFeatures
 from .model import CoTracker3, IterationEstimate, initial_estimates
 
 
@@ -39,20 +40,21 @@ class QueryState:
 class WindowState:
     """Everything a sliding-window tracker needs between windows.
 
-    features: frame index -> per-level (B, C, H_l, W_l) pyramid, for frames >= next_start.
+    features: frame index -> that frame's pyramid as `WindowFeatures` (one frame: rows (B, 1, R, C)), for
+        frames >= next_start. The lookup's row layout is made once per frame, on arrival.
     carry: the last window's estimates for frames [next_start, next_start + window_len - step), in
         feature pixels and logits, (B, F, N, ...).
     """
 
     queries: QueryState
-    features: dict[int, list[Tensor]] = field(default_factory=dict)
+    features: dict[int, WindowFeatures] = field(default_factory=dict)
     frames_seen: int = 0
     next_start: int = 0
     carry: IterationEstimate | None = None
 
     def nbytes(self) -> int:
         """Bytes held in tensors by this state."""
-        tensors = [t for level in self.features.values() for t in level]
+        tensors = [f.rows for f in self.features.values()]
         q = self.queries
         tensors += [q.frames, q.xy, q.sampled, q.carried, *q.support]
         if self.carry is not None:
@@ -102,7 +104,7 @@ def keep_queries(state: WindowState, keep: Tensor) -> None:
 def add_frame_features(state: WindowState, pyramid: list[Tensor]) -> int:
     """Cache one frame's per-level (B, C, H_l, W_l) features; returns its frame index."""
     index = state.frames_seen
-    state.features[index] = pyramid
+    state.features[index] = WindowFeatures.from_pyramid([level[:, None] for level in pyramid])
     state.frames_seen += 1
     return index
 
@@ -129,14 +131,14 @@ def run_window(model: CoTracker3, state: WindowState, step: int, iters: int) -> 
         raise RuntimeError("no frames to track")
     frames = [state.features[i] for i in range(start, start + available)]
     frames += [frames[-1]] * (s - available)
-    pyramid = [torch.stack([f[level] for f in frames], dim=1) for level in range(len(frames[0]))]
+    window = WindowFeatures.cat(frames)
     q = state.queries
     if q.count:
-        _sample_new_supports(model, q, pyramid, start, available)
+        _sample_new_supports(model, q, window.levels(), start, available)
     started = q.sampled[:, :, None, None]
     use_carry = q.carried & (q.frames < start + s - step)
     init = initial_estimates(q.xy, s, state.carry, use_carry if state.carry is not None else None)
-    final = model.refine(pyramid, [sup * started for sup in q.support], init, iters)[-1]
+    final = model.refine(window, [sup * started for sup in q.support], init, iters)[-1]
     stride = model.config.stride
     state.carry = IterationEstimate(
         final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:]

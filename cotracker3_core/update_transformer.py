@@ -57,14 +57,20 @@ class UpdateTransformer(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, N, S, input_dim) tokens -> (B, N, S, 4) updates [dx, dy, dvis, dconf]."""
-        b, n, s, _ = tokens.shape
-        x = self.input_proj(tokens)
-        v = self.virtual_tracks.shape[1]
-        x = torch.cat([x, self.virtual_tracks.expand(b, -1, s, -1).to(x.dtype)], dim=1)  # (B, N+V, S, C)
-        c = x.shape[-1]
+        b, n, s, d = tokens.shape
+        points = self.input_proj(tokens.reshape(b * n * s, d)).view(b, n, s, -1)  # (B, N, S, C), one 2-D product
+        v, c = self.virtual_tracks.shape[1], points.shape[-1]
         space_layer = 0
+        x = points
         for i, block in enumerate(self.time_blocks):
-            x = block(x.reshape(b * (n + v), s, c)).view(b, n + v, s, c)
+            if i == 0:
+                # The virtual tracks enter the first layer identical in every frame (they carry no time
+                # embedding), so attention over time returns the same token: run the block on one frame.
+                virtual = block(self.virtual_tracks.to(points.dtype).view(v, 1, c))  # (V, 1, C)
+                points = block(points.reshape(b * n, s, c)).view(b, n, s, c)
+                x = torch.cat([points, virtual.view(1, v, 1, c).expand(b, v, s, c)], dim=1)  # (B, N+V, S, C)
+            else:
+                x = block(x.reshape(b * (n + v), s, c)).view(b, n + v, s, c)
             if self.space_every and i % self.space_every == 0:
                 per_frame = x.transpose(1, 2).reshape(b * s, n + v, c)  # (B*S, N+V, C)
                 points, virtual = per_frame[:, :n], per_frame[:, n:]
@@ -73,5 +79,5 @@ class UpdateTransformer(nn.Module):
                 points = self.track_scatter[space_layer](points, virtual)
                 x = torch.cat([points, virtual], dim=1).view(b, s, n + v, c).transpose(1, 2)
                 space_layer += 1
-        x = x[:, :n]
-        return torch.cat([self.flow_head(x), self.vis_conf_head(x)], dim=-1)
+        x = x[:, :n].reshape(b * n * s, c)
+        return torch.cat([self.flow_head(x), self.vis_conf_head(x)], dim=-1).view(b, n, s, -1)
