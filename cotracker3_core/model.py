@@ -53,12 +53,14 @@ def initial_estimates(
     window_len: int,
     carry: IterationEstimate | None = None,
     use_carry: Tensor | None = None,
+    extrapolate: bool = False,
 ) -> IterationEstimate:
     """Starting point of a window, in feature pixels and logits.
 
     Tracks start at their query point with zero visibility/confidence logits; where `use_carry` (B, N) is
     set, they start from `carry` ((B, C, N, ...) estimates of the first C frames of this window, made by
-    the previous window), its last frame repeated over the rest of the window.
+    the previous window), its last frame repeated over the rest of the window. With `extrapolate`, the
+    coordinates of the rest of the window continue the carried motion instead (see `extrapolate_motion`).
     """
     b, n, _ = query_xy.shape
     coords = query_xy[:, None].expand(b, window_len, n, 2)
@@ -71,12 +73,29 @@ def initial_estimates(
     def extend(x: Tensor) -> Tensor:
         return torch.cat([x, x[:, -1:].expand(-1, fill, *x.shape[2:])], dim=1)
 
+    carried_coords = extrapolate_motion(carry.coords, fill) if extrapolate else extend(carry.coords)
     mask = use_carry[:, None, :]
     return IterationEstimate(
-        torch.where(mask[..., None], extend(carry.coords), coords),
+        torch.where(mask[..., None], carried_coords, coords),
         torch.where(mask, extend(carry.vis_logits), vis),
         torch.where(mask, extend(carry.conf_logits), conf),
     )
+
+
+#: Carried frames over which `extrapolate_motion` measures the velocity.
+MOTION_SPAN = 4
+
+
+def extrapolate_motion(coords: Tensor, fill: int) -> Tensor:
+    """(B, C, N, 2) carried coordinates -> (B, C + fill, N, 2), the new frames continuing the mean velocity
+    of the last `MOTION_SPAN` carried frames (a constant-velocity guess; the last position when C == 1)."""
+    span = min(MOTION_SPAN, coords.shape[1] - 1)
+    last = coords[:, -1:]
+    if span < 1 or fill <= 0:
+        return torch.cat([coords, last.expand(-1, max(fill, 0), -1, -1)], dim=1)
+    velocity = (last - coords[:, -1 - span : -span]) / span  # (B, 1, N, 2) per frame
+    ahead = torch.arange(1, fill + 1, dtype=coords.dtype, device=coords.device).view(1, fill, 1, 1)
+    return torch.cat([coords, last + velocity * ahead], dim=1)
 
 
 class CoTracker3(nn.Module):
@@ -306,4 +325,5 @@ __all__ = [
     "WindowOutput",
     "IterationEstimate",
     "initial_estimates",
+    "extrapolate_motion",
 ]

@@ -7,6 +7,7 @@ shares with the next one. Nothing here grows with the length of the stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -113,12 +114,24 @@ def window_ready(state: WindowState, window_len: int) -> bool:
     return state.frames_seen >= state.next_start + window_len
 
 
-def run_window(model: CoTracker3, state: WindowState, step: int, iters: int) -> tuple[int, int, IterationEstimate]:
+def run_window(
+    model: CoTracker3,
+    state: WindowState,
+    step: int,
+    iters: int,
+    motion_init: bool = False,
+    refine: Callable[..., list[IterationEstimate]] | None = None,
+) -> tuple[int, int, IterationEstimate]:
     """Track the window starting at `state.next_start` over the frames cached so far.
 
     A window short of frames (the end of a stream) repeats its last frame, as the official predictor pads
     the final chunk. Queries whose frame lies in the window get their support sampled now; queries whose
     frame lies beyond it take part with a zero support, as in the reference model.
+
+    Args:
+        motion_init: start the window's new frames from the carried tracks' recent motion (constant
+            velocity) instead of their last position; off as trained.
+        refine: replacement for `model.refine` with the same signature (a compiled one, say).
 
     Returns:
         (start, frames, estimate): the window's first frame index, how many real frames it held, and the
@@ -137,8 +150,10 @@ def run_window(model: CoTracker3, state: WindowState, step: int, iters: int) -> 
         _sample_new_supports(model, q, window.levels(), start, available)
     started = q.sampled[:, :, None, None]
     use_carry = q.carried & (q.frames < start + s - step)
-    init = initial_estimates(q.xy, s, state.carry, use_carry if state.carry is not None else None)
-    final = model.refine(window, [sup * started for sup in q.support], init, iters)[-1]
+    init = initial_estimates(
+        q.xy, s, state.carry, use_carry if state.carry is not None else None, extrapolate=motion_init
+    )
+    final = (refine or model.refine)(window, [sup * started for sup in q.support], init, iters)[-1]
     stride = model.config.stride
     state.carry = IterationEstimate(
         final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:]

@@ -55,6 +55,11 @@ class StreamConfig:
         iters: refinement iterations per window.
         visibility_threshold: visible = visibility * confidence > threshold.
         arch: architecture overrides (small models for tests and small robots).
+        motion_init: start each window's new frames from the tracks' recent motion (constant velocity over
+            the last carried frames) instead of repeating their last position. Off by default (as trained);
+            may help fast motion with small steps. Not validated for accuracy here: no trained weights.
+        compile: wrap the window refinement in `torch.compile` (fixed shapes: it recompiles when the number
+            of queries changes). Meant for CUDA; off by default.
     """
 
     checkpoint: str | None = None
@@ -66,6 +71,8 @@ class StreamConfig:
     iters: int = 6
     visibility_threshold: float = 0.6
     arch: dict[str, Any] = field(default_factory=dict)
+    motion_init: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.model_resolution = tuple(int(v) for v in self.model_resolution)
@@ -134,6 +141,7 @@ class StreamingTracker:
         self.model = model.to(self.device).eval()
         self.untrained = untrained
         self._threshold = _check_threshold(self.config.visibility_threshold)
+        self._refine = torch.compile(self.model.refine, dynamic=False) if self.config.compile else None
         self.reset()
 
     @classmethod
@@ -319,7 +327,8 @@ class StreamingTracker:
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
         if x.shape[-2:] != (self._model_h, self._model_w):
             x = F.interpolate(x, (self._model_h, self._model_w), mode="bilinear", align_corners=True)
-        features = self.model.encode(x).float()  # (1, C, h, w)
+        # Kept in the compute dtype: under bf16/fp16 autocast the lookups run in it anyway, at half the memory.
+        features = self.model.encode(x)  # (1, C, h, w)
         return self.model.pyramid(features)
 
     @contextlib.contextmanager
@@ -382,7 +391,9 @@ class StreamingTracker:
         frames_of_queries = state.queries.frames[0].cpu().numpy()
         ids = np.asarray(self._ids, dtype=np.int64)
         with self._inference():
-            start, available, estimate = run_window(self.model, state, self.step, self.config.iters)
+            start, available, estimate = run_window(
+                self.model, state, self.step, self.config.iters, self.config.motion_init, self._refine
+            )
         out = self._emit(start, available, estimate, ids, frames_of_queries)
         self._forget_stamps()
         return out
