@@ -326,6 +326,14 @@ class ReplayRun:
     node_step_latency_ms: dict[str, float | None] = field(default_factory=dict)
 
 
+def emitted_before_flush(pushed: int, window_len: int, step: int) -> int:
+    """Frames whose first estimate the node has published once ``pushed`` frames went in (no reset): none
+    until a window is full, then every frame up to the last one that completed a window (docs/ros.md)."""
+    if pushed < window_len:
+        return 0
+    return window_len + step * ((pushed - window_len) // step)
+
+
 def _counter(values: Mapping[str, str], key: str) -> int:
     try:
         return int(values.get(key, "0"))
@@ -360,6 +368,8 @@ def replay_clip(
     pace: str,
     rate: float,
     max_in_flight: int,
+    window_len: int,
+    step: int,
     timeout_s: float,
     query_retry_s: float = 2.0,
     progress: bool = True,
@@ -427,15 +437,25 @@ def replay_clip(
         worker.join(timeout=timeout_s + 5)
         stop.set()
 
-    # Every image must have reached the node before the reset flushes its window.
+    # The final reset flushes the window, but waits only a bounded time (the node's RESET_WAIT_S) for the images
+    # still queued: call it once every image has been received and taken from the queue and, in lockstep (nothing
+    # dropped), once the tracks of every window-completing image are out, so that at most step - 1 encodings
+    # remain when the reset comes.
     base_received = _counter(start_values, "frames received (total)")
+    expected = emitted_before_flush(run.published, window_len, step) if pace == "lockstep" else 0
 
-    def all_received() -> bool:
+    def settled() -> bool:
         values = peer.diagnostics_after(reset_at)
-        return values is not None and _counter(values, "frames received (total)") - base_received >= run.published
+        if values is None or tracked() < expected:
+            return False
+        received = _counter(values, "frames received (total)") - base_received
+        return received >= run.published and values.get("queue depth", "0/").split("/")[0] == "0"
 
-    if not peer.wait_for(all_received, timeout_s, 0.01):
-        raise RuntimeError(f"{clip.name}: the node did not report receiving all {run.published} images")
+    if not peer.wait_for(settled, timeout_s, 0.01):
+        raise RuntimeError(
+            f"{clip.name}: the node did not take all {run.published} images within {timeout_s:.0f} s "
+            f"({tracked()} tracked)"
+        )
     flush_at = time.monotonic()
     response = peer.call(peer.reset, Trigger.Request(), timeout_s)
     if not response.success:
@@ -635,7 +655,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 queries = first_queries(clip.ground_truth)
                 run = replay_clip(
                     peer, clip, queries, pace=args.pace, rate=args.rate, max_in_flight=max_in_flight,
-                    timeout_s=args.timeout, query_retry_s=args.query_retry, progress=progress,
+                    window_len=window_len, step=step, timeout_s=args.timeout, query_retry_s=args.query_retry,
+                    progress=progress,
                 )  # fmt: skip
                 pred = predictions_from_outputs(run.outputs, clip.stamps, queries)
                 extra: dict[str, Any] = {

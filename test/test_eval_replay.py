@@ -136,6 +136,21 @@ def test_bad_input_is_reported_before_any_node_starts(
     assert rc == 2 and "/nobody_here/tracker_node/get_parameters is not available" in err
 
 
+def test_emission_rule_matches_the_engine(data: tuple[Path, Path, Path]) -> None:
+    """The replay's end-of-clip wait relies on when the engine publishes first estimates (docs/ros.md)."""
+    from cotracker3_core.streaming import StreamConfig, StreamingTracker
+
+    _, _, checkpoint = data
+    tracker = StreamingTracker.from_config(
+        StreamConfig(checkpoint=str(checkpoint), device="cpu", model_resolution=(64, 64), window_len=8, step=4)
+    )
+    frame = np.zeros((64, 64, 3), np.uint8)
+    emitted = 0
+    for pushed in range(1, 20):
+        emitted += sum(not t.refined for t in tracker.push(frame, pushed))
+        assert emitted == replay_eval.emitted_before_flush(pushed, 8, 4), pushed
+
+
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         replay_eval.main(["--help"])
