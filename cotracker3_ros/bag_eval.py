@@ -66,18 +66,15 @@ __all__ = [
 
 PROG = "cotracker3-bag-eval"
 MODES = ("first", "strided")
-#: Node parameters that change the tracks; the tools set them identically on both sides.
-MODEL_PARAMS = (
-    "checkpoint",
-    "device",
-    "precision",
-    "model_resolution",
-    "window_len",
-    "step",
-    "iters",
-    "visibility_threshold",
-    "arch",
-)
+#: Node parameters the evaluations set themselves (what is tracked, how it is delivered); every other node
+#: parameter shapes the tracker and is passed on unchanged, so a parameter added to the node later reaches both
+#: evaluations the same way.
+DELIVERY_PARAMS = frozenset(
+    {"grid_size", "grid_query_frame", "mask_grid_size", "queue_size", "publish_refined", "compressed",
+     "debug_image", "diagnostics_period"}
+)  # fmt: skip
+#: Node parameters that shape the tracks (the model and the engine), in the node's order.
+MODEL_PARAMS = tuple(p.name for p in PARAMS if p.name not in DELIVERY_PARAMS)
 
 
 # --- model settings (shared with replay_eval) -----------------------------------------------------------------
