@@ -38,7 +38,7 @@ from cotracker3_core.checkpoint import build_model, save_checkpoint
 from cotracker3_core.predictor import CoTrackerPredictor
 from cotracker3_core.streaming import FrameTracks, StreamingTracker, resolve_device
 
-from .bag_tools import BagClip, find_bags, read_clip_bag, safe_name
+from .bag_tools import BagClip, CliHelpFormatter, find_bags, read_clip_bag, safe_name
 from .conversions import message_to_rgb, time_to_ns
 from .eval_report import comparison_image, pick_frames, summarize_latency, write_png, write_reports
 from .eval_scoring import (
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score CoTracker3 on rosbag2 clips with ground truth, running the streaming engine as "
         "tracker_node does (no DDS). 'first' mode: streaming engine; 'strided': offline predictor with "
         "backward tracking.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=CliHelpFormatter,
     )
     add_input_arguments(parser)
     parser.add_argument("--mode", choices=(*MODES, "both"), default="first", help="TAP-Vid query mode")

@@ -24,6 +24,7 @@ Reading deserialises with rclpy into the message classes the node receives over 
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -87,6 +88,15 @@ COMPRESSED_FORMATS = ("jpeg", "png")
 
 CUSTOM_PREFIX = "cotracker3."
 _NS_PER_S = 1_000_000_000
+
+
+class CliHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` of the evaluation tools: shows defaults, but not the ones that only mean "not given"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
 
 
 # --- typestore -------------------------------------------------------------------------------------------

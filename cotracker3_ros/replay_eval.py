@@ -74,7 +74,7 @@ from .bag_eval import (
     run_stream,
     write_clip_outputs,
 )
-from .bag_tools import BagClip, find_bags
+from .bag_tools import BagClip, CliHelpFormatter, find_bags
 from .conversions import ns_to_time, time_to_ns, tracks_msg_arrays
 from .eval_report import summarize_latency, write_reports
 from .eval_scoring import FrameOutput, Queries, first_queries, predictions_from_outputs, score_clip
@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Replay rosbag2 clips with ground truth to the CoTracker3 tracker node over DDS, add the "
         "ground-truth queries through its add_points service, record its tracks and score them ('first' mode).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=CliHelpFormatter,
     )
     add_input_arguments(parser)
     add_model_arguments(parser)

@@ -30,6 +30,7 @@ from .bag_tools import (
     RAW_ENCODINGS,
     STORAGES,
     BagWriteOptions,
+    CliHelpFormatter,
     GroundTruth,
     frame_stamps,
     safe_name,
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Convert TAP-Vid / RoboTAP pickles (clip name -> {video, points, occluded}) into rosbag2 bags "
         "with camera images, CameraInfo and ground-truth tracks, one bag per clip.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=CliHelpFormatter,
     )
     parser.add_argument("pickle", type=Path, help="TAP-Vid / RoboTAP pickle (dict or list layout)")
     parser.add_argument("out", type=Path, help="output folder; each clip becomes OUT/<clip name>/")
@@ -59,17 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="rgb8",
         help="image encoding: raw sensor_msgs/Image, or jpeg/png sensor_msgs/CompressedImage",
     )
-    parser.add_argument("--jpeg-quality", type=int, default=95)
-    parser.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
-    parser.add_argument("--camera-info-topic", default=DEFAULT_CAMERA_INFO_TOPIC)
+    parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality with --encoding jpeg, 1..100")
+    parser.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC, help="camera topic")
+    parser.add_argument("--camera-info-topic", default=DEFAULT_CAMERA_INFO_TOPIC, help="CameraInfo topic")
     parser.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC, help="ground-truth Tracks topic; '' writes none")
     parser.add_argument("--sidecar", action="store_true", help="also write OUT/<clip>.gt.npz")
-    parser.add_argument("--frame-id", default=DEFAULT_FRAME_ID)
+    parser.add_argument("--frame-id", default=DEFAULT_FRAME_ID, help="header frame_id of every message")
     parser.add_argument("--focal-px", type=float, default=0.0, help="nominal focal length for CameraInfo (0: K = 0)")
-    parser.add_argument("--storage", choices=tuple(STORAGES), default="mcap")
+    parser.add_argument("--storage", choices=tuple(STORAGES), default="mcap", help="rosbag2 storage plugin")
     parser.add_argument("--distro", choices=tuple(DISTROS), default="kilted", help="message definitions written")
     parser.add_argument("--overwrite", action="store_true", help="replace existing bags of the same name")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
