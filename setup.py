@@ -38,6 +38,7 @@ setup(
             "tracker_node = cotracker3_ros.node:main",
             "cotracker3-bag-eval = cotracker3_ros.bag_eval:main",
             "cotracker3-replay-eval = cotracker3_ros.replay_eval:main",
+            "cotracker3-tapvid-to-bag = cotracker3_ros.tapvid_to_bag:main",
             "cotracker3-bench = cotracker3_core.bench:main",
         ],
     },
