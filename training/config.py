@@ -151,7 +151,9 @@ class PseudoLabelSettings:
     supervise_before_query: bool = _opt(False, "supervise frames before the query frame (offline student)")
     visibility_threshold: float = _opt(0.6, "teacher visibility x confidence above this counts as visible")
     max_skips: int = _opt(16, "videos tried per item before giving up (a video with too few SIFT points is skipped)")
-    skip_unreadable: bool = _opt(False, "skip (and count) video files that cannot be decoded instead of failing")
+    skip_unreadable: bool = _opt(
+        False, "skip video files that cannot be decoded (logged by name) instead of failing at start-up"
+    )
     num_workers: int = _opt(0, "DataLoader worker processes per rank")
 
     def __post_init__(self) -> None:
