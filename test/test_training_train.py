@@ -393,3 +393,23 @@ def test_config_checks_and_help_lists_every_option(capsys: pytest.CaptureFixture
         for key in fields:
             assert f"{section}.{key} " in help_text, f"--help does not explain {section}.{key}"
     assert "torchrun --standalone --nproc_per_node=8" in help_text and "--nnodes" in help_text
+
+
+def test_heldout_evaluation_from_a_tapvid_pickle(tmp_path: Path) -> None:
+    from cotracker3_core.evaluation import TapVidClip, write_tapvid_pickle
+    from training.config import EvalSettings
+    from training.evaluation import evaluate_model, load_eval_clips, zero_motion_baseline
+
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (6, 40, 48, 3), dtype=np.uint8)
+    points = np.broadcast_to(rng.uniform(2, 30, (5, 1, 2)), (5, 6, 2)).copy()  # static tracks
+    occluded = np.zeros((5, 6), bool)
+    occluded[:, 4] = True  # after every query frame: the always-visible baseline gets it wrong
+    write_tapvid_pickle(tmp_path / "clips.pkl", [TapVidClip.from_pixels("c0", video, points, occluded)])
+    clips = load_eval_clips(EvalSettings(tapvid_pickle=str(tmp_path / "clips.pkl"), max_points=4), (32, 32))
+    assert len(clips) == 1 and clips[0].queries.shape == (4, 3) and clips[0].video.shape == (6, 3, 32, 32)
+    baseline = zero_motion_baseline(clips)
+    assert baseline["delta_avg"] == 1.0 and baseline["OA"] < 1.0  # static points: perfect positions
+    model = build_model("online", window_len=4, model_resolution=(32, 32), **TINY_ARCH)
+    summary = evaluate_model(model, clips, iters=1, visibility_threshold=0.6, device=torch.device("cpu"))
+    assert {"AJ", "delta_avg", "OA"} <= set(summary) and 0.0 <= summary["delta_avg"] <= 1.0
