@@ -1,8 +1,8 @@
 """Building models and moving weights in and out of them.
 
 Official CoTracker3 files use the reference implementation's module names (including its misspelt
-`updateformer.virual_tracks`); compatibility with them is a key mapping here, applied when loading and
-when writing an official-layout file, never a copied layout in our modules. The project's own checkpoints
+`updateformer.virual_tracks`); compatibility with them is a key mapping here (our key -> official key,
+inverted to read official files), never a copied layout in our modules. The project's own checkpoints
 store our keys plus the architecture (`"arch"`), so they load without repeating it.
 """
 
@@ -38,40 +38,6 @@ def _rules(pairs: list[tuple[str, str | Callable[[re.Match[str]], str]]]) -> lis
         out.append((re.compile(pattern), fn))
     return out
 
-
-# official key -> our key
-_FROM_OFFICIAL = _rules(
-    [
-        (r"^time_emb$", "time_embedding"),
-        (r"^fnet\.conv1\.(.+)$", r"encoder.stem.\1"),
-        (
-            r"^fnet\.layer(\d)\.(\d)\.downsample\.0\.(.+)$",
-            lambda m: f"encoder.stages.{int(m[1]) - 1}.{m[2]}.shortcut.0.{m[3]}",
-        ),
-        (
-            r"^fnet\.layer(\d)\.(\d)\.(conv[12])\.(.+)$",
-            lambda m: f"encoder.stages.{int(m[1]) - 1}.{m[2]}.{m[3]}.{m[4]}",
-        ),
-        (r"^fnet\.conv2\.(.+)$", r"encoder.fuse.\1"),
-        (r"^fnet\.conv3\.(.+)$", r"encoder.project.\1"),
-        (r"^updateformer\.virual_tracks$", "transformer.virtual_tracks"),
-        (r"^updateformer\.input_transform\.(.+)$", r"transformer.input_proj.\1"),
-        (r"^updateformer\.(flow_head|vis_conf_head)\.(.+)$", r"transformer.\1.\2"),
-        (r"^updateformer\.time_blocks\.(.+)$", r"transformer.time_blocks.\1"),
-        (r"^updateformer\.space_virtual_blocks\.(.+)$", r"transformer.virtual_self.\1"),
-        (
-            r"^updateformer\.space_virtual2point_blocks\.(\d+)\.cross_attn\.(.+)$",
-            r"transformer.virtual_gather.\1.attn.\2",
-        ),
-        (r"^updateformer\.space_virtual2point_blocks\.(.+)$", r"transformer.virtual_gather.\1"),
-        (
-            r"^updateformer\.space_point2virtual_blocks\.(\d+)\.cross_attn\.(.+)$",
-            r"transformer.track_scatter.\1.attn.\2",
-        ),
-        (r"^updateformer\.space_point2virtual_blocks\.(.+)$", r"transformer.track_scatter.\1"),
-        (r"^corr_mlp\.(.+)$", r"correlation.mlp.\1"),
-    ]
-)
 
 # our key -> official key
 _TO_OFFICIAL = _rules(
@@ -151,10 +117,12 @@ def load_weights(model: CoTracker3, state_dict: Mapping[str, Tensor], source: st
     official = is_official_layout(state_dict)
     expected = model.state_dict()
     name_in_file = official_key if official else (lambda k: k)
+    # The mapping is one-to-one, so the official names of our keys, inverted, read an official file.
+    from_official = {official_key(k): k for k in expected}
     mapped: dict[str, Tensor] = {}
     unexpected = []
     for key, value in state_dict.items():
-        ours = _map_key(key, _FROM_OFFICIAL) if official else key
+        ours = from_official.get(key) if official else key
         if ours is None or ours not in expected:
             unexpected.append(key)
         else:
