@@ -107,6 +107,15 @@ class FrameTracks:
     visible: np.ndarray
 
 
+def frame_to_tensor(image: np.ndarray, resolution: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(H, W, 3) RGB frame (uint8 or float, 0-255) -> (1, 3, h, w) float32 on `device`, resized to
+    `resolution` (h, w) bilinearly with aligned corners (the model's input convention)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+    if tuple(x.shape[-2:]) != tuple(resolution):
+        x = F.interpolate(x, tuple(resolution), mode="bilinear", align_corners=True)
+    return x
+
+
 def _check_threshold(value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:
@@ -324,9 +333,7 @@ class StreamingTracker:
         return frame
 
     def _encode(self, image: np.ndarray) -> list[torch.Tensor]:
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
-        if x.shape[-2:] != (self._model_h, self._model_w):
-            x = F.interpolate(x, (self._model_h, self._model_w), mode="bilinear", align_corners=True)
+        x = frame_to_tensor(image, (self._model_h, self._model_w), self.device)
         # Kept in the compute dtype: under bf16/fp16 autocast the lookups run in it anyway, at half the memory.
         features = self.model.encode(x)  # (1, C, h, w)
         return self.model.pyramid(features)
