@@ -40,6 +40,7 @@ setup(
             "cotracker3-replay-eval = cotracker3_ros.replay_eval:main",
             "cotracker3-tapvid-to-bag = cotracker3_ros.tapvid_to_bag:main",
             "cotracker3-bench = cotracker3_core.bench:main",
+            "cotracker3-bench-node = cotracker3_ros.bench_node:main",
         ],
     },
 )
