@@ -2,11 +2,12 @@
 #   make install   create/update .venv, build cotracker3_msgs + cotracker3_ros into build/ws
 #   make test      install, then ruff + pytest (scripts/test.sh)
 #   make demo      install, then run the node demo without the ros2 CLI
+#   make bench     install, then the engine and node benchmarks with --check (about 20 min on 2 CPU cores)
 #   make lint      ruff check
 #   make clean     remove the colcon workspace (build/ws); the venv stays
 SHELL := /bin/bash
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo bench lint clean
 
 install:
 	bash scripts/install.sh
@@ -16,6 +17,9 @@ test: install
 
 demo: install
 	bash scripts/demo.sh
+
+bench: install
+	bash -c 'source scripts/env.sh && python -m cotracker3_core.bench --markdown --check && python -m cotracker3_ros.bench_node --markdown --check'
 
 lint:
 	bash -c 'source scripts/env.sh && ruff check .'
