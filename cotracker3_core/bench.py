@@ -13,7 +13,8 @@ Run (the full CPU run takes about half an hour at 384x512 on two cores):
 Sections (--sections): throughput (per-step latency, frames/s, peak memory: engine vs re-encoding, per
 precision and number of points, the two paths alternating step by step), deviation (bf16/fp16 engine against
 the fp32 engine on the same frames and queries), latency (push-to-emission latency per frame for the
-low-latency steps 1/2/4/8), parity (the fp32 engine against ../shared/reference/stream_steps.npz), soak (RSS
+low-latency steps 1/2/4/8), parity (the fp32 engine against ../shared/reference/stream_steps.npz), layout (the
+encoder in channels-last vs contiguous memory: whether channels-last pays; not in the default set), soak (RSS
 and engine state over a long stream; --soak N). The node's own per-frame work is measured by
 `cotracker3-bench-node` (cotracker3_ros.bench_node), which needs ROS. The weights are the reference rule's
 (no trained weights here): speeds and memory are those of the real architecture, but the deviation numbers
@@ -567,6 +568,41 @@ def run_parity(path: Path, device: torch.device) -> dict[str, Any]:
     }
 
 
+def run_layout(
+    model: CoTracker3, device: torch.device, precisions: Sequence[str], repeats: int = 7
+) -> list[dict[str, Any]]:
+    """The encoder on one frame in the contiguous (NCHW) and channels-last (NHWC) memory formats, per
+    precision: whether channels-last pays for the per-frame encode (median of `repeats`, after one warm-up)."""
+    h, w = model.config.model_resolution
+    frame = torch.rand(1, 3, h, w, device=device) * 255
+    rows = []
+    for precision in precisions:
+        times, outputs = {}, {}
+        for layout, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            model.to(memory_format=fmt)
+            x = frame.contiguous(memory_format=fmt)
+            seconds = []
+            with torch.inference_mode(), _autocast(device, precision):
+                for _ in range(repeats + 1):
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    outputs[layout] = model.encode(x).float()
+                    _sync(device)
+                    seconds.append(time.perf_counter() - t0)
+            times[layout] = summary_ms(seconds[1:])
+        model.to(memory_format=torch.contiguous_format)
+        rows.append(
+            {
+                "precision": precision,
+                "contiguous_ms": times["contiguous"],
+                "channels_last_ms": times["channels_last"],
+                "ratio": times["contiguous"]["median"] / times["channels_last"]["median"],
+                "max_abs_diff": float((outputs["contiguous"] - outputs["channels_last"]).abs().max()),
+            }
+        )
+    return rows
+
+
 def run_soak(
     frames_total: int,
     resolution: tuple[int, int],
@@ -758,6 +794,17 @@ def markdown(result: dict[str, Any]) -> str:
                 f"visibility {p['max_vis_err']:.2e}, confidence {p['max_conf_err']:.2e}: "
                 f"{'within' if p['passed'] else 'OUTSIDE'} tolerance."
             )
+    if result.get("layout"):
+        lines += [
+            "| encoder, one frame | contiguous ms (median) | channels-last ms (median) | speed-up | max abs diff |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in result["layout"]:
+            lines.append(
+                f"| {r['precision']} | {r['contiguous_ms']['median']:.0f} | {r['channels_last_ms']['median']:.0f} | "
+                f"{r['ratio']:.2f}x | {r['max_abs_diff']:.1e} |"
+            )
+        lines.append("")
     if result.get("soak"):
         k = result["soak"]
         lines.append(
@@ -784,7 +831,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 # -- command line ----------------------------------------------------------------------------------
 
-SECTIONS = ("throughput", "deviation", "latency", "parity", "soak")
+SECTIONS = ("throughput", "deviation", "latency", "parity", "layout", "soak")
 DEFAULT_SECTIONS = "throughput,deviation,latency,parity"
 
 
@@ -988,6 +1035,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             log(f"parity: {ref}")
             result["parity"] = run_parity(ref, device)
+    if "layout" in sections:
+        log("layout: encoder contiguous vs channels-last")
+        result["layout"] = run_layout(model, device, precisions)
     if "soak" in sections:
         frames_total = args.soak or (2000 if args.quick else 10_000)
         log(f"soak: {frames_total} frames")

@@ -34,7 +34,7 @@ def quick_result(tmp_path_factory) -> tuple[int, dict]:
             "--json",
             str(path),
             "--sections",
-            "throughput,deviation,latency",
+            "throughput,deviation,latency,layout",
             "--soak",
             "300",
         ]
@@ -67,6 +67,10 @@ def test_quick_run_schema(quick_result):
     for row in result["latency"]:
         assert row["frames"] == row["step"]  # one measured window per step mode in quick mode
         assert row["latency_ms"]["median"] > 0
+    assert [r["precision"] for r in result["layout"]] == result["settings"]["precisions"]
+    for row in result["layout"]:
+        assert row["contiguous_ms"]["median"] > 0 and row["channels_last_ms"]["median"] > 0
+        assert row["max_abs_diff"] < (1e-3 if row["precision"] == "fp32" else 0.1)  # same encoder, other layout
     soak = result["soak"]
     assert soak["frames"] == 300 and soak["state_bytes_constant"]
     assert result["passed"] is True and rc == 0, result["targets"]
