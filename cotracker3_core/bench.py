@@ -45,7 +45,7 @@ from .checkpoint import build_model
 from .model import CoTracker3
 from .online import WindowState, add_frame_features, append_queries, empty_queries, run_window
 from .reference_weights import apply_reference_weights
-from .streaming import PRECISIONS, FrameTracks, StreamConfig, StreamingTracker, resolve_device
+from .streaming import PRECISIONS, FrameTracks, StreamConfig, StreamingTracker, pixel_scale, resolve_device
 
 SCHEMA = "cotracker3-bench/1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -295,8 +295,7 @@ class ReencodingTracker:
 
     def add_queries(self, xy: np.ndarray, image_hw: tuple[int, int]) -> None:
         """(N, 2) x/y in input pixels, on frame 0."""
-        (h, w), (mh, mw) = image_hw, self.model.config.model_resolution
-        scale = np.array([(mw - 1) / (w - 1), (mh - 1) / (h - 1)]) / self.model.config.stride
+        scale = pixel_scale(image_hw, self.model.config.model_resolution) / self.model.config.stride
         feat = torch.as_tensor(xy * scale, dtype=torch.float32, device=self.device)[None]
         append_queries(self.state, torch.zeros(1, len(xy), dtype=torch.long, device=self.device), feat)
 

@@ -107,6 +107,13 @@ class FrameTracks:
     visible: np.ndarray
 
 
+def pixel_scale(from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """(2,) x/y factors taking pixel coordinates in an image of size `from_hw` (H, W) to one of size `to_hw`,
+    corner-aligned like the model's resize (`frame_to_tensor`)."""
+    (fh, fw), (th, tw) = from_hw, to_hw
+    return np.array([(tw - 1) / (fw - 1), (th - 1) / (fh - 1)])
+
+
 def frame_to_tensor(image: np.ndarray, resolution: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(H, W, 3) RGB frame (uint8 or float, 0-255) -> (1, 3, h, w) float32 on `device`, resized to
     `resolution` (h, w) bilinearly with aligned corners (the model's input convention)."""
@@ -273,7 +280,7 @@ class StreamingTracker:
         new_ids = self._new_ids(len(pts), ids)
         if not len(pts):
             return []
-        scale = np.array([(self._model_w - 1) / (w - 1), (self._model_h - 1) / (h - 1)])
+        scale = pixel_scale((h, w), (self._model_h, self._model_w))
         feat_xy = torch.as_tensor(pts * scale / self.model.config.stride, dtype=torch.float32)
         frames = torch.full((1, len(pts)), frame_index, dtype=torch.long)
         append_queries(self._state, frames.to(self.device), feat_xy[None].to(self.device))
@@ -408,8 +415,7 @@ class StreamingTracker:
     def _emit(
         self, start: int, available: int, estimate: IterationEstimate, ids: np.ndarray, query_frames: np.ndarray
     ) -> list[FrameTracks]:
-        h, w = self._frame_size
-        scale = np.array([(w - 1) / (self._model_w - 1), (h - 1) / (self._model_h - 1)], dtype=np.float32)
+        scale = pixel_scale((self._model_h, self._model_w), self._frame_size).astype(np.float32)
         coords = estimate.coords[0].float().cpu().numpy() * scale  # (F, N, 2)
         vis = estimate.vis_logits[0].float().sigmoid().cpu().numpy()
         conf = estimate.conf_logits[0].float().sigmoid().cpu().numpy()
