@@ -191,19 +191,14 @@ def _name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+            cpuinfo = f.read().splitlines()
     except OSError:
-        pass
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        pass
+        cpuinfo = []
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or "unknown"
+    flags = next((line for line in cpuinfo if line.startswith("flags")), "")
     info: dict[str, Any] = {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -1048,15 +1043,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["targets"] = evaluate_targets(result, args.quick)
     decided = [t["passed"] for t in result["targets"] if t["passed"] is not None]
     result["passed"] = all(decided)
+    return emit_result(result, args, markdown, {"targets": result["targets"]}, "bench: target(s) missed")
+
+
+def emit_result(
+    result: dict[str, Any],
+    args: argparse.Namespace,
+    render: Callable[[dict[str, Any]], str],
+    summary: dict[str, Any],
+    missed: str,
+) -> int:
+    """The end of a benchmark command: the full result to --json, Markdown (--markdown) or the summary with
+    the verdict on stdout, and the exit code (1 under --check when `result["passed"]` is false)."""
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=float))
     if args.markdown:
-        print(markdown(result))
+        print(render(result))
     else:
-        print(json.dumps({"targets": result["targets"], "passed": result["passed"]}, indent=2))
+        print(json.dumps({**summary, "passed": result["passed"]}, indent=2))
     if args.check and not result["passed"]:
-        print("bench: target(s) missed", file=sys.stderr)
+        print(missed, file=sys.stderr)
         return 1
     return 0
 

@@ -15,7 +15,6 @@ resize are reported beside it; the resize is part of the engine's step (``frame_
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from cotracker3_core.bench import machine_info, parse_resolution, summary_ms
+from cotracker3_core.bench import emit_result, machine_info, parse_resolution, summary_ms
 from cotracker3_core.streaming import FrameTracks, frame_to_tensor
 
 from .conversions import SUPPORTED_ENCODINGS, frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image
@@ -235,17 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": {"name": "conversion + fill + publish, median ms", "value": value, "threshold": args.target_ms},
         "passed": bool(value <= args.target_ms and r["delivered"] == r["published"]),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.markdown:
-        print(markdown(result))
-    else:
-        print(json.dumps({"target": result["target"], "passed": result["passed"]}, indent=2))
-    if args.check and not result["passed"]:
-        print("bench-node: target missed", file=sys.stderr)
-        return 1
-    return 0
+    return emit_result(result, args, markdown, {"target": result["target"]}, "bench-node: target missed")
 
 
 if __name__ == "__main__":
