@@ -16,6 +16,42 @@ MODES = ("online", "offline")
 #: Window length each official checkpoint was trained with.
 DEFAULT_WINDOW_LEN = {"online": 16, "offline": 60}
 
+#: Named architectures: the ModelConfig fields each one sets (the rest keep the official defaults).
+#: ``official`` is the released CoTracker3; ``lite`` is the project's CPU-real-time model (its shipped
+#: weights record this preset); ``tiny`` is for tests and demos that need a model in milliseconds.
+PRESETS: dict[str, dict[str, Any]] = {
+    "official": {},
+    "lite": {
+        "window_len": 8,
+        "model_resolution": (144, 192),
+        "latent_dim": 32,
+        "hidden_size": 64,
+        "time_depth": 2,
+        "space_depth": 1,
+        "num_heads": 4,
+        "num_virtual_tracks": 16,
+        "corr_levels": 3,
+        "corr_radius": 2,
+        "corr_hidden": 64,
+        "corr_embed_dim": 32,
+    },
+    "tiny": {
+        "latent_dim": 16,
+        "hidden_size": 32,
+        "num_heads": 2,
+        "num_virtual_tracks": 4,
+        "corr_hidden": 32,
+        "corr_embed_dim": 16,
+    },
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The ModelConfig fields of the named architecture (a copy; see ``PRESETS``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown architecture preset {name!r}; known: {sorted(PRESETS)}")
+    return dict(PRESETS[name])
+
 
 @dataclass(frozen=True)
 class ModelConfig:
