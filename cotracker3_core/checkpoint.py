@@ -8,6 +8,7 @@ store our keys plus the architecture (`"arch"`), so they load without repeating 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -27,6 +28,51 @@ logger = logging.getLogger(__name__)
 
 #: Format tag of the project's own checkpoint files.
 CHECKPOINT_FORMAT = "cotracker3_ros/1"
+#: Key of the SHA-256 of the weights (``weights_digest``) in the project's own checkpoint files.
+DIGEST_KEY = "weights_sha256"
+
+
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint's weights do not match the checksum stored with them (a damaged or altered file)."""
+
+
+def weights_digest(state_dict: Mapping[str, Tensor]) -> str:
+    """SHA-256 over every entry (key, dtype, shape and raw bytes, in key order) of a state dict."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        value = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verify_digest(content: Mapping[str, Any], source: str) -> None:
+    """Check the weights of a loaded checkpoint against its stored digest (files without one pass)."""
+    expected = content.get(DIGEST_KEY)
+    if expected is None:
+        return
+    state_dict = content.get("model")
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointIntegrityError(f"{source}: has a {DIGEST_KEY} but no 'model' state dict")
+    actual = weights_digest(state_dict)
+    if actual != expected:
+        raise CheckpointIntegrityError(
+            f"{source}: the weights do not match the checksum stored in the file (sha256 {actual[:12]}... "
+            f"vs {str(expected)[:12]}...): the file is damaged or was altered; restore or re-download it"
+        )
+
+
+def inference_settings(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The inference settings a checkpoint recommends (``{}`` when none: official files, no checkpoint).
+
+    Our checkpoints may store ``"inference"``: ``model_resolution``, ``window_len``, ``step``, ``iters``,
+    ``visibility_threshold``, ``update``, ``motion_init`` (see ``training.export_lite``).
+    """
+    if checkpoint is None or hub.official_name_for(checkpoint) is not None:
+        return {}
+    content = hub.load_checkpoint_file(hub.resolve_checkpoint(checkpoint))
+    settings = content.get("inference")
+    return dict(settings) if isinstance(settings, Mapping) else {}
 
 _Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
 
@@ -180,6 +226,7 @@ def build_model(
         path = hub.resolve_checkpoint(checkpoint)
         source = str(path)
         content = hub.load_checkpoint_file(path)
+        verify_digest(content, source)
         state_dict = content["model"] if isinstance(content.get("model"), Mapping) else content
         saved_arch = content.get("arch") if isinstance(content.get("arch"), Mapping) else None
         if saved_arch is not None:
@@ -215,10 +262,13 @@ def build_model(
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: CoTracker3, **extra: Any) -> Path:
-    """Write {"model", "arch", "format", **extra} atomically (temp file in the same folder, then rename)."""
+    """Write {"model", "arch", "format", "weights_sha256", **extra} atomically (temp file in the same
+    folder, then rename); ``build_model`` verifies the checksum when it loads the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "arch": model.config.to_dict(), "model": model.state_dict(), **extra}
+    state_dict = model.state_dict()
+    payload = {"format": CHECKPOINT_FORMAT, "arch": model.config.to_dict(), "model": state_dict,
+               DIGEST_KEY: weights_digest(state_dict), **extra}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

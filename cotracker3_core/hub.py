@@ -3,6 +3,7 @@
 A checkpoint spec is one of:
 
 - a local file path (``str`` or ``os.PathLike``), used as is;
+- a name of weights shipped inside this package (``"lite"``: ``SHIPPED_CHECKPOINTS``), resolved offline;
 - an official CoTracker3 name (``"scaled_online"``, optionally with ``.pth``), downloaded once from
   ``COTRACKER3_BASE_URL`` (default: the facebook/cotracker3 Hugging Face repository) into the cache;
 - an ``http(s)://`` URL, downloaded once into the cache under the URL's last path component.
@@ -41,6 +42,7 @@ __all__ = [
     "CACHE_DIR_ENV",
     "DEFAULT_BASE_URL",
     "OFFICIAL_CHECKPOINTS",
+    "SHIPPED_CHECKPOINTS",
     "CheckpointDownloadError",
     "OfficialCheckpoint",
     "checkpoint_base_url",
@@ -51,6 +53,7 @@ __all__ = [
     "official_checkpoint_url",
     "official_name_for",
     "resolve_checkpoint",
+    "shipped_checkpoint_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,26 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
         _official("baseline_offline", "offline"),
     )
 }
+
+
+#: Weights of the project's own, shipped inside the package (``cotracker3_core/weights``), Apache-2.0 like the
+#: code: name -> file name. Each file carries its preset, training config, recommended inference settings
+#: and a checksum of its weights (see ``cotracker3_core.checkpoint``).
+SHIPPED_CHECKPOINTS: dict[str, str] = {"lite": "lite.pt"}
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_checkpoint_path(name: str) -> Path:
+    """Path of a shipped checkpoint (from a source checkout or an installed package alike)."""
+    if name not in SHIPPED_CHECKPOINTS:
+        raise ValueError(f"no shipped checkpoint {name!r}; shipped: {sorted(SHIPPED_CHECKPOINTS)}")
+    path = WEIGHTS_DIR / SHIPPED_CHECKPOINTS[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"shipped checkpoint {name!r} is missing from this installation: no file at {path} "
+            "(a package built without its package data?)"
+        )
+    return path
 
 
 class CheckpointDownloadError(RuntimeError):
@@ -206,7 +229,8 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
     """Turn a checkpoint spec into the path of a local file, downloading it into the cache if needed.
 
     Order: an ``http(s)://`` URL is downloaded; an existing file is used as is (a ``PathLike`` is always
-    a path); an official name is downloaded from ``checkpoint_base_url()``. A file already in the cache
+    a path); a shipped name is the package's own file; an official name is downloaded from
+    ``checkpoint_base_url()``. A file already in the cache
     is reused without any network access. The cache is keyed by file name only, so a URL ending in
     ``scaled_online.pth`` and the name ``"scaled_online"`` share one cached file.
 
@@ -228,6 +252,9 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
     if path.is_file():
         return path.resolve()
 
+    if isinstance(spec, str) and spec in SHIPPED_CHECKPOINTS:
+        return shipped_checkpoint_path(spec)
+
     if isinstance(spec, str):
         official = _lookup_official(spec)
         if official is not None:
@@ -236,8 +263,9 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
     if path.exists():
         raise FileNotFoundError(f"checkpoint path {path.resolve()} exists but is not a regular file")
     raise FileNotFoundError(
-        f"checkpoint {os.fspath(spec)!r} not found: no file at {path.resolve()}, and it is neither an "
-        f"official checkpoint name ({_official_names()}) nor an http(s) URL"
+        f"checkpoint {os.fspath(spec)!r} not found: no file at {path.resolve()}, and it is neither a "
+        f"shipped name ({', '.join(SHIPPED_CHECKPOINTS)}), an official checkpoint name ({_official_names()}) "
+        "nor an http(s) URL"
     )
 
 
