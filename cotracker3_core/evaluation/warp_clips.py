@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["WarpClip", "WarpClipConfig", "make_warp_clip"]
+__all__ = ["CameraPath", "WarpClip", "WarpClipConfig", "camera_path", "make_warp_clip"]
 
 _MAX_QUAD_TRIES = 50
 
@@ -98,6 +98,50 @@ class WarpClip:
     tracks: np.ndarray
     visible: np.ndarray
     query_frames: np.ndarray
+
+
+@dataclass(frozen=True)
+class CameraPath:
+    """A camera moving over a photographed plane.
+
+    Attributes:
+        source: (Hs, Ws, 3) float32 RGB photograph (the plane), larger than the frame.
+        to_source: (T, 3, 3) homographies mapping output px of frame t to source px.
+        frame_hw: (H, W) of the output frames.
+    """
+
+    source: np.ndarray
+    to_source: np.ndarray
+    frame_hw: tuple[int, int]
+
+    def render(self, t: int) -> np.ndarray:
+        """(H, W, 3) float32 frame t."""
+        return _warp(self.source, self.to_source[t], self.frame_hw[1], self.frame_hw[0])
+
+    def move(self, xy: np.ndarray, from_frame: np.ndarray | int) -> np.ndarray:
+        """(N, 2) output px seen on ``from_frame`` (scalar or (N,)) -> (T, N, 2) their px on every frame."""
+        xy = np.asarray(xy, np.float64)
+        frames = np.broadcast_to(np.asarray(from_frame), (xy.shape[0],))
+        homog = np.concatenate([xy, np.ones((xy.shape[0], 1))], axis=1)
+        src = np.einsum("nij,nj->ni", self.to_source[frames], homog)
+        src = src / src[:, 2:]
+        proj = np.einsum("tij,nj->tni", np.linalg.inv(self.to_source), src)
+        return proj[..., :2] / proj[..., 2:]
+
+
+def camera_path(
+    image: np.ndarray, config: WarpClipConfig, rng: np.random.Generator
+) -> CameraPath:
+    """Draw a camera path over ``image`` (resized to cover 1.8x the frame) from the config's ranges."""
+    H, W, T = config.height, config.width, config.num_frames
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    source = _cover(image, int(1.8 * H), int(1.8 * W)).astype(np.float32)
+    keys = np.stack([_keyframe_quad(rng, config, source.shape[:2]) for _ in range(config.num_keyframes)])
+    quads = _smooth_path(keys, T)
+    frame_corners = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float32)
+    to_source = np.stack([cv2.getPerspectiveTransform(frame_corners, q.astype(np.float32)) for q in quads])
+    return CameraPath(source, to_source, (H, W))
 
 
 def _cover(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -197,27 +241,14 @@ def make_warp_clip(
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     H, W, T = config.height, config.width, config.num_frames
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-    source = _cover(image, int(1.8 * H), int(1.8 * W)).astype(np.float32)
-
-    # Camera: keyframe views -> per-frame homographies mapping output px to source px.
-    keys = np.stack([_keyframe_quad(rng, config, source.shape[:2]) for _ in range(config.num_keyframes)])
-    quads = _smooth_path(keys, T)
-    frame_corners = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float32)
-    to_source = np.stack([cv2.getPerspectiveTransform(frame_corners, q.astype(np.float32)) for q in quads])
-    to_frame = np.linalg.inv(to_source)
+    camera = camera_path(image, config, rng)
 
     # Points: drawn where they are in view on their entry frame, then followed exactly.
     candidates = 3 * config.num_points
     entry = np.where(rng.random(candidates) < config.early_query_share, 0,
                      rng.integers(0, max(1, T // 2), size=candidates))
     xy = rng.uniform([0, 0], [W - 1, H - 1], size=(candidates, 2))
-    homog = np.concatenate([xy, np.ones((candidates, 1))], axis=1)
-    src = np.einsum("nij,nj->ni", to_source[entry], homog)
-    src = src / src[:, 2:]
-    proj = np.einsum("tij,nj->tni", to_frame, src)
-    tracks = (proj[..., :2] / proj[..., 2:]).astype(np.float32)  # (T, C, 2)
+    tracks = camera.move(xy, entry).astype(np.float32)  # (T, C, 2)
 
     # Occluders and lighting, then the frames.
     num_occ = int(rng.integers(config.num_occluders[0], config.num_occluders[1] + 1))
@@ -235,12 +266,12 @@ def make_warp_clip(
     covered = np.zeros((T, H, W), bool)
     for t in range(T):
         if blur:  # average sub-frame views along the motion to the neighbouring frames
-            views = [to_source[t]]
+            views = [camera.to_source[t]]
             for u in (max(t - 1, 0), min(t + 1, T - 1)):
-                views.append(0.5 * (to_source[t] + to_source[u]))
-            frame = np.mean([_warp(source, m, W, H) for m in views], axis=0)
+                views.append(0.5 * (camera.to_source[t] + camera.to_source[u]))
+            frame = np.mean([_warp(camera.source, m, W, H) for m in views], axis=0)
         else:
-            frame = _warp(source, to_source[t], W, H)
+            frame = camera.render(t)
         for path, mask, texture in occluders:
             _paste(frame, covered[t], texture, mask, path[t])
         video[t] = np.clip(frame * gain[t], 0, 255).round().astype(np.uint8)
