@@ -17,6 +17,8 @@ setup(
     packages=find_packages(
         include=["cotracker3_core", "cotracker3_core.*", "cotracker3_ros", "cotracker3_ros.*"]
     ),
+    # The shipped weights (name "lite") travel inside the package so they resolve from an install too.
+    package_data={"cotracker3_core": ["weights/*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
