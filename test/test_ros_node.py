@@ -5,7 +5,7 @@ that colcon installed (``python -m cotracker3_ros.node`` when that install is mi
 ``config/tracker.yaml`` plus command-line overrides that keep them fast on a CPU:
 
 - ``model_resolution [64, 96]``, ``window_len 8``, ``step 4``, ``iters 2`` and the tiny architecture
-  ``cotracker3_ros.demo.DEMO_ARCH`` (passed as the ``arch`` parameter, a JSON string), untrained weights;
+  ``cotracker3_ros.tools.demo.DEMO_ARCH`` (passed as the ``arch`` parameter, a JSON string), untrained weights;
 - ``OMP_NUM_THREADS=1``: on a shared 2-core machine a second OpenMP thread fighting the test process for a
   core made one frame 100x slower;
 - a reliable QoS override on the image subscription, a deep queue and deep tracks publishers (QoS overrides
@@ -53,10 +53,10 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image, time_to_ns, tracks_msg_arrays
-from cotracker3_ros.demo import DEMO_ARCH, SyntheticScene
 from cotracker3_ros.frame_queue import DropOldestQueue
 from cotracker3_ros.node import parse_arch, stream_config_from_params
 from cotracker3_ros.params import PARAMS
+from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "config" / "tracker.yaml"
@@ -748,11 +748,12 @@ def test_compressed_input_with_sim_time(sim_node: Tracker) -> None:
 
 @pytest.mark.timeout(120)
 def test_demo_runs_and_checks(processes: dict[str, NodeProcess]) -> None:
-    """``python -m cotracker3_ros.demo --check``: synthetic camera, node and printer in one process."""
+    """``python -m cotracker3_ros.tools.demo --check``: synthetic camera, node and printer in one process."""
     env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-m", "cotracker3_ros.demo", "--frames", "40", "--rate", "30", "--threads", "1", "--check"],
+        [sys.executable, "-m", "cotracker3_ros.tools.demo", "--frames", "40", "--rate", "30", "--threads", "1",
+         "--check"],  # fmt: skip
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

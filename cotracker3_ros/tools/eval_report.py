@@ -13,9 +13,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .bag_tools import GroundTruth
-from .debug_image import id_colours
-from .eval_scoring import Predictions, Queries
+from cotracker3_core.evaluation.ground_truth import GroundTruth
+from cotracker3_core.evaluation.scoring import Predictions, Queries
+
+from ..debug_image import id_colours
 
 __all__ = ["comparison_image", "markdown_report", "mean_row", "summarize_latency", "write_reports"]
 
