@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .streaming import FrameTracks, StreamingTracker
+from .streaming import FrameSizeError, FrameTracks, StampOrderError, StreamingTracker
 
 
 @dataclass
@@ -84,24 +84,22 @@ class TrackingSession:
         stamp or the size breaks it."""
         step = SessionStep()
         stamp = int(stamp)
-        size = (int(frame.shape[0]), int(frame.shape[1]))
-        last, known = self.tracker.last_stamp, self.tracker.frame_size
-        if last is not None and stamp <= last:
-            step.restart = self.restart(f"image stamp {stamp} ns is not later than the previous one ({last} ns)")
-        elif known is not None and known != size:
-            step.restart = self.restart(f"image size changed from {known} to {size}")
-        self._meta[stamp] = meta
-        t0 = time.perf_counter()
         try:
-            emitted = self.tracker.push(frame, stamp)
+            try:
+                t0 = time.perf_counter()
+                emitted = self.tracker.push(frame, stamp)
+            except (StampOrderError, FrameSizeError) as exc:  # refused before encoding: a new stream starts
+                step.restart = self.restart(_restart_reason(exc))
+                t0 = time.perf_counter()
+                emitted = self.tracker.push(frame, stamp)
         except ValueError as exc:
-            self._meta.pop(stamp, None)
             step.rejected = exc
             return step
         step.push_s = time.perf_counter() - t0
+        self._meta[stamp] = meta
         index = self.tracker.frames_seen - 1
         if self.grid_size > 0 and index == self.grid_query_frame:
-            step.grid = self._add_grid(index, stamp, size)
+            step.grid = self._add_grid(index, stamp, (int(frame.shape[0]), int(frame.shape[1])))
         step.emitted = self._with_meta(emitted)
         self._prune()
         return step
@@ -142,3 +140,9 @@ class TrackingSession:
         oldest = min(stamps) if stamps else None
         for stamp in [s for s in self._meta if oldest is None or s < oldest]:
             del self._meta[stamp]
+
+
+def _restart_reason(exc: StampOrderError | FrameSizeError) -> str:
+    if isinstance(exc, StampOrderError):
+        return f"image stamp {exc.stamp} ns is not later than the previous one ({exc.last} ns)"
+    return f"image size changed from {exc.expected} to {exc.size}"

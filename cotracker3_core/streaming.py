@@ -62,11 +62,25 @@ NOT_IN_WINDOW = "not a frame in the window"
 
 
 class StampOrderError(ValueError):
-    """A frame's stamp is not later than the previous frame's (time went backwards or repeated)."""
+    """A frame's stamp is not later than the previous frame's (time went backwards or repeated).
+
+    stamp: the refused frame's stamp; last: the previous frame's.
+    """
+
+    def __init__(self, stamp: int, last: int) -> None:
+        super().__init__(f"frame stamp {stamp} is not later than the previous one ({last})")
+        self.stamp, self.last = stamp, last
 
 
 class FrameSizeError(ValueError):
-    """A frame's size differs from the stream's (fixed by its first frame)."""
+    """A frame's size differs from the stream's (fixed by its first frame).
+
+    size: the refused frame's (H, W); expected: the stream's.
+    """
+
+    def __init__(self, size: tuple[int, int], expected: tuple[int, int]) -> None:
+        super().__init__(f"frame size {size} differs from the stream's {expected}; reset() first")
+        self.size, self.expected = size, expected
 
 
 class NotInWindowError(ValueError):
@@ -246,7 +260,7 @@ class StreamingTracker:
         stamp = int(stamp)
         state = self._state
         if state.last_stamp is not None and stamp <= state.last_stamp:
-            raise StampOrderError(f"frame stamp {stamp} is not later than the previous one ({state.last_stamp})")
+            raise StampOrderError(stamp, state.last_stamp)
         with self._inference():
             pyramid = self._encode(image)
         if state.frame_size is None:
@@ -350,9 +364,7 @@ class StreamingTracker:
         if np.issubdtype(frame.dtype, np.floating) and not np.isfinite(frame).all():
             raise ValueError("frame contains NaN or infinite values")
         if self.frame_size is not None and frame.shape[:2] != self.frame_size:
-            raise FrameSizeError(
-                f"frame size {frame.shape[:2]} differs from the stream's {self.frame_size}; reset() first"
-            )
+            raise FrameSizeError(tuple(frame.shape[:2]), self.frame_size)
         return frame
 
     def _encode(self, image: np.ndarray) -> list[torch.Tensor]:

@@ -49,7 +49,14 @@ from cotracker3_core.streaming import FrameTracks, StreamingTracker, resolve_dev
 from ..conversions import message_to_rgb, time_to_ns
 from ..params import stream_config_from_params
 from .bag_tools import BagClip, CliHelpFormatter, find_bags, read_clip_bag, safe_name
-from .eval_report import comparison_image, pick_frames, summarize_latency, write_png, write_reports
+from .eval_report import (
+    comparison_image,
+    pick_frames,
+    run_report_command,
+    summarize_latency,
+    write_png,
+    write_reports,
+)
 from .settings import MODEL_PARAMS, add_model_arguments, materialize_weights, model_values, read_params_file
 
 __all__ = [
@@ -272,17 +279,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        report = evaluate(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    print(report["files"]["markdown"].read_text())
-    print(f"wrote {report['files']['json']} and {report['files']['markdown']}", file=sys.stderr)
-    return 0
-
+    return run_report_command(PROG, evaluate, build_parser().parse_args(argv))
 
 if __name__ == "__main__":
     sys.exit(main())

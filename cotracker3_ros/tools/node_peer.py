@@ -35,7 +35,15 @@ from ..conversions import time_to_ns, tracks_msg_arrays
 from ..params import NODE_NAME
 from .settings import MODEL_PARAMS
 
-__all__ = ["LOCKSTEP_QUEUE_SIZE", "NodeProcess", "Received", "ReplayPeer", "default_node_command", "node_ros_args"]
+__all__ = [
+    "LOCKSTEP_QUEUE_SIZE",
+    "DdsPeer",
+    "NodeProcess",
+    "Received",
+    "ReplayPeer",
+    "default_node_command",
+    "node_ros_args",
+]
 
 #: Node queue size in lockstep mode: the most the node accepts (params.py), so nothing in flight is dropped.
 LOCKSTEP_QUEUE_SIZE = 100
@@ -150,18 +158,52 @@ class Received:
     arrival: float
 
 
-class ReplayPeer:
-    """An rclpy node in its own context, spun by a background thread: publishes images (and /clock), calls the
-    tracker's services, records its ``tracks`` and ``/diagnostics``."""
+class DdsPeer:
+    """An rclpy node in its own context (so that it lives beside any other in the process), spun by a background
+    thread once `start` is called, so that messages are taken as they come whatever the main thread does. The
+    base of the replay tool's peer and of the node tests' peer.
 
-    def __init__(self, domain_id: int, namespace: str, image_topic: str, image_class: type, clock: bool) -> None:
-        self.namespace = namespace.rstrip("/") or ""
-        self.process: NodeProcess | None = None  # set when this tool started the node: waits watch it
+    Args:
+        name: the node's name.
+        domain_id: ROS domain of the context.
+    """
+
+    def __init__(self, name: str, domain_id: int) -> None:
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = Node("cotracker3_replay_eval", context=self.context)
+        self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._spin, name=f"{name}_spin", daemon=True)
+
+    def start(self) -> None:
+        """Start spinning (after the subscriptions the peer needs from the first message on are made)."""
+        self._spinner.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # the context shutting down under us
+                if self.context.ok():
+                    raise
+
+    def close(self) -> None:
+        rclpy.try_shutdown(context=self.context)
+        if self._spinner.is_alive():
+            self._spinner.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+class ReplayPeer(DdsPeer):
+    """The replay tool's peer: publishes images (and /clock), calls the tracker's services, records its
+    ``tracks`` and ``/diagnostics``."""
+
+    def __init__(self, domain_id: int, namespace: str, image_topic: str, image_class: type, clock: bool) -> None:
+        super().__init__("cotracker3_replay_eval", domain_id)
+        self.namespace = namespace.rstrip("/") or ""
+        self.process: NodeProcess | None = None  # set when this tool started the node: waits watch it
         reliable = QoSProfile(depth=LOCKSTEP_QUEUE_SIZE, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(image_class, image_topic, reliable)
         self.clock_pub = self.node.create_publisher(Clock, "/clock", 10) if clock else None
@@ -174,8 +216,7 @@ class ReplayPeer:
         self.add_points = self.node.create_client(AddPoints, f"{self.namespace}/add_points")
         self.reset = self.node.create_client(Trigger, f"{self.namespace}/reset")
         self.get_parameters = self.node.create_client(GetParameters, f"{self.namespace}/{NODE_NAME}/get_parameters")
-        self._spinner = threading.Thread(target=self._spin, name="replay_eval_spin", daemon=True)
-        self._spinner.start()
+        self.start()
 
     # -- callbacks (spinner thread) --
 
@@ -191,14 +232,6 @@ class ReplayPeer:
             if status.name == name:
                 with self._lock:
                     self.diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in status.values}))
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context shutting down under us
-                if self.context.ok():
-                    raise
 
     # -- helpers for the main thread --
 
@@ -252,8 +285,3 @@ class ReplayPeer:
         response = self.call(self.get_parameters, GetParameters.Request(names=list(names)), timeout_s)
         return {n: parameter_value_to_python(v) for n, v in zip(names, response.values, strict=True)}
 
-    def close(self) -> None:
-        rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=5)
-        self.executor.shutdown()
-        self.node.destroy_node()

@@ -64,7 +64,7 @@ from .bag_eval import (
     write_clip_outputs,
 )
 from .bag_tools import BagClip, CliHelpFormatter, find_bags
-from .eval_report import summarize_latency, write_reports
+from .eval_report import run_report_command, summarize_latency, write_reports
 from .node_peer import LOCKSTEP_QUEUE_SIZE, NodeProcess, ReplayPeer, default_node_command, node_ros_args
 from .settings import MODEL_PARAMS, add_model_arguments, materialize_weights, model_values
 
@@ -470,16 +470,8 @@ def _wait_ready(peer: ReplayPeer, process: NodeProcess | None, timeout_s: float)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        report = evaluate(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    print(report["files"]["markdown"].read_text())
-    print(f"wrote {report['files']['json']} and {report['files']['markdown']}", file=sys.stderr)
-    return 0
-
+    errors = (ValueError, FileNotFoundError, RuntimeError)
+    return run_report_command(PROG, evaluate, build_parser().parse_args(argv), errors)
 
 if __name__ == "__main__":
     sys.exit(main())
