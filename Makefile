@@ -19,7 +19,7 @@ demo: install
 	bash scripts/demo.sh
 
 bench: install
-	bash -c 'source scripts/env.sh && python -m cotracker3_core.bench --markdown --check && python -m cotracker3_ros.bench_node --markdown --check'
+	bash -c 'source scripts/env.sh && python -m benchmarks.engine --markdown --check && python -m benchmarks.node --markdown --check'
 
 lint:
 	bash -c 'source scripts/env.sh && ruff check .'

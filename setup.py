@@ -1,4 +1,6 @@
-"""Install the ament_python package ``cotracker3_ros`` (the ROS 2 node and the pure-PyTorch core).
+"""Install the ament_python package ``cotracker3_ros`` (the ROS 2 node, its offline tools in
+``cotracker3_ros.tools``, and the pure-PyTorch core). ``benchmarks/``, ``test/`` and ``training/`` are not
+installed: they run from a checkout.
 
 Built by colcon (``scripts/install.sh`` or ``colcon build``); the interfaces live in their own
 ament_cmake package under ``msg/`` (``cotracker3_msgs``), because ament_python packages cannot
@@ -38,11 +40,9 @@ setup(
     entry_points={
         "console_scripts": [
             "tracker_node = cotracker3_ros.node:main",
-            "cotracker3-bag-eval = cotracker3_ros.bag_eval:main",
-            "cotracker3-replay-eval = cotracker3_ros.replay_eval:main",
-            "cotracker3-tapvid-to-bag = cotracker3_ros.tapvid_to_bag:main",
-            "cotracker3-bench = cotracker3_core.bench:main",
-            "cotracker3-bench-node = cotracker3_ros.bench_node:main",
+            "cotracker3-bag-eval = cotracker3_ros.tools.bag_eval:main",
+            "cotracker3-replay-eval = cotracker3_ros.tools.replay_eval:main",
+            "cotracker3-tapvid-to-bag = cotracker3_ros.tools.tapvid_to_bag:main",
         ],
     },
 )

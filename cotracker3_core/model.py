@@ -18,17 +18,14 @@ from .correlation import CorrelationEncoder, WindowFeatures, build_pyramid
 from .embeddings import displacement_encoding, resample_time_embedding, sincos_time_embedding
 from .encoder import FeatureEncoder, l2_normalize, normalize_frames
 from .update_transformer import UpdateTransformer
-
-
-class IterationEstimate(NamedTuple):
-    """One refinement iteration of one window.
-
-    coords: (B, S, N, 2) pixels of the model input; vis_logits, conf_logits: (B, S, N).
-    """
-
-    coords: Tensor
-    vis_logits: Tensor
-    conf_logits: Tensor
+from .windows import (
+    IterationEstimate,
+    emission_plan,
+    extrapolate_motion,
+    initial_estimates,
+    track_window,
+    window_starts,
+)
 
 
 class WindowOutput(NamedTuple):
@@ -46,56 +43,6 @@ class TrackerOutput(NamedTuple):
     visibility: Tensor
     confidence: Tensor
     windows: list[WindowOutput]
-
-
-def initial_estimates(
-    query_xy: Tensor,
-    window_len: int,
-    carry: IterationEstimate | None = None,
-    use_carry: Tensor | None = None,
-    extrapolate: bool = False,
-) -> IterationEstimate:
-    """Starting point of a window, in feature pixels and logits.
-
-    Tracks start at their query point with zero visibility/confidence logits; where `use_carry` (B, N) is
-    set, they start from `carry` ((B, C, N, ...) estimates of the first C frames of this window, made by
-    the previous window), its last frame repeated over the rest of the window. With `extrapolate`, the
-    coordinates of the rest of the window continue the carried motion instead (see `extrapolate_motion`).
-    """
-    b, n, _ = query_xy.shape
-    coords = query_xy[:, None].expand(b, window_len, n, 2)
-    vis = query_xy.new_zeros(b, window_len, n)
-    conf = query_xy.new_zeros(b, window_len, n)
-    if carry is None:
-        return IterationEstimate(coords, vis, conf)
-    fill = window_len - carry.coords.shape[1]
-
-    def extend(x: Tensor) -> Tensor:
-        return torch.cat([x, x[:, -1:].expand(-1, fill, *x.shape[2:])], dim=1)
-
-    carried_coords = extrapolate_motion(carry.coords, fill) if extrapolate else extend(carry.coords)
-    mask = use_carry[:, None, :]
-    return IterationEstimate(
-        torch.where(mask[..., None], carried_coords, coords),
-        torch.where(mask, extend(carry.vis_logits), vis),
-        torch.where(mask, extend(carry.conf_logits), conf),
-    )
-
-
-#: Carried frames over which `extrapolate_motion` measures the velocity.
-MOTION_SPAN = 4
-
-
-def extrapolate_motion(coords: Tensor, fill: int) -> Tensor:
-    """(B, C, N, 2) carried coordinates -> (B, C + fill, N, 2), the new frames continuing the mean velocity
-    of the last `MOTION_SPAN` carried frames (a constant-velocity guess; the last position when C == 1)."""
-    span = min(MOTION_SPAN, coords.shape[1] - 1)
-    last = coords[:, -1:]
-    if span < 1 or fill <= 0:
-        return torch.cat([coords, last.expand(-1, max(fill, 0), -1, -1)], dim=1)
-    velocity = (last - coords[:, -1 - span : -span]) / span  # (B, 1, N, 2) per frame
-    ahead = torch.arange(1, fill + 1, dtype=coords.dtype, device=coords.device).view(1, fill, 1, 1)
-    return torch.cat([coords, last + velocity * ahead], dim=1)
 
 
 class CoTracker3(nn.Module):
@@ -267,36 +214,39 @@ class CoTracker3(nn.Module):
         b, t = features.shape[:2]
         n = query_xy.shape[1]
         s, step = self.window_len, self.step
-        num_windows = max(1, -(-(t - s) // step) + 1)
-        padded_len = (num_windows - 1) * step + s
+        starts = window_starts(t, s, step)
+        padded_len = starts[-1] + s
         if padded_len > t:  # repeat the last frame, as the official model pads the video
             features = torch.cat([features, features[:, -1:].expand(-1, padded_len - t, -1, -1, -1)], dim=1)
         pyramid = self.pyramid(features)
         support = self.sample_support(pyramid, query_frames, query_xy)
         window_features = WindowFeatures.from_pyramid(pyramid, _autocast_dtype(features.device.type))
-        coords = query_xy.new_zeros(b, t, n, 2)
+        coords = query_xy.new_zeros(b, t, n, 2)  # model pixels
         vis = query_xy.new_zeros(b, t, n)
         conf = query_xy.new_zeros(b, t, n)
         windows: list[WindowOutput] = []
-        carry = None
-        for start in range(0, num_windows * step, step):
+        carry, emitted = None, 0
+        for start in starts:
             started = query_frames < start + s  # queries whose frame has come by the window's end
-            use_carry = query_frames < start + s - step
-            init = initial_estimates(query_xy, s, carry, use_carry if carry is not None else None)
-            its = self.refine(
+            its, carry = track_window(
+                self,
                 window_features.frames(start, start + s),
                 [sup * started[:, :, None, None] for sup in support],
-                init,
+                query_xy,
+                carry,
+                query_frames < start + s - step,
+                step,
                 iters,
             )
             final = its[-1]
-            carry = IterationEstimate(
-                final.coords[:, step:] / self.config.stride, final.vis_logits[:, step:], final.conf_logits[:, step:]
-            )
             keep = min(t - start, s)
-            coords[:, start : start + keep] = final.coords[:, :keep]
-            vis[:, start : start + keep] = final.vis_logits[:, :keep]
-            conf[:, start : start + keep] = final.conf_logits[:, :keep]
+            # Each frame keeps its latest emitted estimate, as a stream consumer does.
+            plan = emission_plan(start, keep, emitted, step)
+            emitted = plan.new.stop
+            lo, hi = plan.frames.start, plan.frames.stop
+            coords[:, lo:hi] = final.coords[:, lo - start : hi - start]
+            vis[:, lo:hi] = final.vis_logits[:, lo - start : hi - start]
+            conf[:, lo:hi] = final.conf_logits[:, lo - start : hi - start]
             windows.append(WindowOutput(start, [IterationEstimate(*(x[:, :keep] for x in it)) for it in its]))
         return TrackerOutput(coords, vis.sigmoid(), conf.sigmoid(), windows)
 

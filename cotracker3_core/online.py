@@ -1,4 +1,4 @@
-"""Sliding-window state shared by the online predictor and the streaming engine.
+"""Sliding-window state of the streaming engine (and the benchmarks' re-encoding baseline).
 
 The state is an explicit value: the per-frame feature pyramids of the frames the next window will use,
 the queries (with their supports once sampled), and the previous window's estimates for the frames it
@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from .correlation import WindowFeatures
-from .model import CoTracker3, IterationEstimate, initial_estimates
+from .model import CoTracker3
+from .windows import IterationEstimate, track_window
 
 
 @dataclass
@@ -110,8 +111,37 @@ def add_frame_features(state: WindowState, pyramid: list[Tensor]) -> int:
     return index
 
 
+def replace_window_features(state: WindowState, pyramid: list[Tensor]) -> None:
+    """Give the next window's frames anew: per level (S, C, H_l, W_l) features of frames next_start ..
+    next_start + S - 1, replacing whatever was cached (the re-encoding baseline encodes every window whole)."""
+    state.features.clear()
+    state.frames_seen = state.next_start
+    for k in range(pyramid[0].shape[0]):
+        add_frame_features(state, [level[k : k + 1] for level in pyramid])
+
+
 def window_ready(state: WindowState, window_len: int) -> bool:
     return state.frames_seen >= state.next_start + window_len
+
+
+def _advance(state: WindowState, window_len: int, step: int) -> tuple[int, int]:
+    """Slide to the next window: returns (start, available) of the window being left and frees the features
+    no later window needs."""
+    start = state.next_start
+    available = min(state.frames_seen - start, window_len)
+    if available <= 0:
+        raise RuntimeError("no frames to track")
+    state.next_start = start + step
+    for index in [i for i in state.features if i < state.next_start]:
+        del state.features[index]
+    return start, available
+
+
+def skip_window(state: WindowState, window_len: int, step: int) -> tuple[int, int]:
+    """Slide past the next window without running the model (no queries to track); the carry is dropped.
+    Returns (start, available) as `run_window` does."""
+    state.carry = None
+    return _advance(state, window_len, step)
 
 
 def run_window(
@@ -122,7 +152,8 @@ def run_window(
     motion_init: bool = False,
     refine: Callable[..., list[IterationEstimate]] | None = None,
 ) -> tuple[int, int, IterationEstimate]:
-    """Track the window starting at `state.next_start` over the frames cached so far.
+    """Track the window starting at `state.next_start` over the frames cached so far (`track_window` on the
+    explicit state), then slide the state to the next window.
 
     A window short of frames (the end of a stream) repeats its last frame, as the official predictor pads
     the final chunk. Queries whose frame lies in the window get their support sampled now; queries whose
@@ -149,20 +180,21 @@ def run_window(
     if q.count:
         _sample_new_supports(model, q, window.levels(), start, available)
     started = q.sampled[:, :, None, None]
-    use_carry = q.carried & (q.frames < start + s - step)
-    init = initial_estimates(
-        q.xy, s, state.carry, use_carry if state.carry is not None else None, extrapolate=motion_init
-    )
-    final = (refine or model.refine)(window, [sup * started for sup in q.support], init, iters)[-1]
-    stride = model.config.stride
-    state.carry = IterationEstimate(
-        final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:]
+    iterations, state.carry = track_window(
+        model,
+        window,
+        [sup * started for sup in q.support],
+        q.xy,
+        state.carry,
+        q.carried & (q.frames < start + s - step),
+        step,
+        iters,
+        motion_init=motion_init,
+        refine=refine,
     )
     q.carried = torch.ones_like(q.carried)
-    state.next_start = start + step
-    for index in [i for i in state.features if i < state.next_start]:
-        del state.features[index]
-    trimmed = IterationEstimate(*(x[:, :available] for x in final))
+    _advance(state, s, step)
+    trimmed = IterationEstimate(*(x[:, :available] for x in iterations[-1]))
     return start, available, trimmed
 
 

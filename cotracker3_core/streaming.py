@@ -12,18 +12,16 @@ State is bounded by the window, however long the stream runs.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import build_model
-from .model import CoTracker3, IterationEstimate
+from .model import CoTracker3
 from .online import (
     WindowState,
     add_frame_features,
@@ -31,60 +29,62 @@ from .online import (
     empty_queries,
     keep_queries,
     run_window,
+    skip_window,
     window_ready,
 )
 from .queries import mask_grid_points
+from .stream_config import PRECISIONS, STEPS, StreamConfig, check_threshold, resolve_device, stream_config_from_dict
+from .windows import IterationEstimate, emission_plan
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-STEPS = (1, 2, 4, 8)
+__all__ = [
+    "PRECISIONS",
+    "STEPS",
+    "FrameSizeError",
+    "FrameTracks",
+    "NotInWindowError",
+    "StampOrderError",
+    "StreamConfig",
+    "StreamState",
+    "StreamingTracker",
+    "frame_to_tensor",
+    "pixel_scale",
+    "resolve_device",
+    "stream_config_from_dict",
+]
 
 
-@dataclass
-class StreamConfig:
-    """Settings of a streaming tracker (the ROS node's parameters mirror these).
+#: Words every "no frame yet" / "frame not in the window" refusal contains: clients that only see the text
+#: (a service answer) test for these constants, never for a paraphrase.
+NO_FRAME_YET = "no frame received yet"
+NOT_IN_WINDOW = "not a frame in the window"
 
-    Args:
-        checkpoint: local file, official name ("scaled_online") or URL; None gives untrained weights.
-        device: "auto" (CUDA when present), "cuda" or "cpu".
-        precision: "fp32", or "bf16"/"fp16" autocast.
-        model_resolution: (H, W) frames are resized to.
-        window_len: frames per window (16 as trained).
-        step: frames between windows: 8 as trained; 1, 2 or 4 for lower latency.
-        iters: refinement iterations per window.
-        visibility_threshold: visible = visibility * confidence > threshold.
-        arch: architecture overrides (small models for tests and small robots).
-        motion_init: start each window's new frames from the tracks' recent motion (constant velocity over
-            the last carried frames) instead of repeating their last position. Off by default (as trained);
-            may help fast motion with small steps. Not validated for accuracy here: no trained weights.
-        compile: wrap the window refinement in `torch.compile` (fixed shapes: it recompiles when the number
-            of queries changes). Meant for CUDA; off by default.
+
+class StampOrderError(ValueError):
+    """A frame's stamp is not later than the previous frame's (time went backwards or repeated).
+
+    stamp: the refused frame's stamp; last: the previous frame's.
     """
 
-    checkpoint: str | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    model_resolution: tuple[int, int] = (384, 512)
-    window_len: int = 16
-    step: int = 8
-    iters: int = 6
-    visibility_threshold: float = 0.6
-    arch: dict[str, Any] = field(default_factory=dict)
-    motion_init: bool = False
-    compile: bool = False
+    def __init__(self, stamp: int, last: int) -> None:
+        super().__init__(f"frame stamp {stamp} is not later than the previous one ({last})")
+        self.stamp, self.last = stamp, last
 
-    def __post_init__(self) -> None:
-        self.model_resolution = tuple(int(v) for v in self.model_resolution)
-        if self.device not in ("auto", "cuda", "cpu") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be auto, cuda or cpu, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
-        if self.step not in STEPS or self.step > self.window_len // 2:
-            raise ValueError(f"step must be one of {STEPS} and at most window_len/2, got {self.step}")
-        if self.iters < 1:
-            raise ValueError(f"iters must be >= 1, got {self.iters}")
-        _check_threshold(self.visibility_threshold)
+
+class FrameSizeError(ValueError):
+    """A frame's size differs from the stream's (fixed by its first frame).
+
+    size: the refused frame's (H, W); expected: the stream's.
+    """
+
+    def __init__(self, size: tuple[int, int], expected: tuple[int, int]) -> None:
+        super().__init__(f"frame size {size} differs from the stream's {expected}; reset() first")
+        self.size, self.expected = size, expected
+
+
+class NotInWindowError(ValueError):
+    """A query names a frame that is not in the window (not received yet, or already left it)."""
 
 
 @dataclass
@@ -107,6 +107,46 @@ class FrameTracks:
     visible: np.ndarray
 
 
+@dataclass
+class StreamState:
+    """Everything a `StreamingTracker` remembers between frames, as one value (bounded by the window).
+
+    window: the sliding-window state (cached frame features, queries in feature pixels, the carry).
+    ids: the query ids, in the order of the window state's queries.
+    stamps: frame index -> stamp, for the frames still in the window.
+    frame_size: (H, W) of the input frames, fixed by the first frame; None before it.
+    last_stamp: the newest frame's stamp; stamps must increase.
+    next_id: the id the next engine-assigned query gets.
+    emitted_until: frames [0, emitted_until) were emitted as new.
+    """
+
+    window: WindowState
+    ids: list[int] = field(default_factory=list)
+    stamps: dict[int, int] = field(default_factory=dict)
+    frame_size: tuple[int, int] | None = None
+    last_stamp: int | None = None
+    next_id: int = 0
+    emitted_until: int = 0
+
+    @classmethod
+    def empty(cls, model: CoTracker3, device: torch.device) -> StreamState:
+        return cls(window=WindowState(queries=empty_queries(model, 1, device, torch.float32)))
+
+    @property
+    def window_stamps(self) -> list[int]:
+        """Stamps of the frames still in the window, oldest first."""
+        return [self.stamps[i] for i in sorted(self.window.features)]
+
+    def nbytes(self) -> int:
+        """Bytes held in tensors (features, queries, carried estimates)."""
+        return self.window.nbytes()
+
+    def forget_stamps(self) -> None:
+        """Drop the stamps of frames that left the window."""
+        for index in [i for i in self.stamps if i < self.window.next_start]:
+            del self.stamps[index]
+
+
 def pixel_scale(from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
     """(2,) x/y factors taking pixel coordinates in an image of size `from_hw` (H, W) to one of size `to_hw`,
     corner-aligned like the model's resize (`frame_to_tensor`)."""
@@ -121,21 +161,6 @@ def frame_to_tensor(image: np.ndarray, resolution: tuple[int, int], device: torc
     if tuple(x.shape[-2:]) != tuple(resolution):
         x = F.interpolate(x, tuple(resolution), mode="bilinear", align_corners=True)
     return x
-
-
-def _check_threshold(value: float) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"visibility_threshold must be in [0, 1], got {value}")
-    return value
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(device)
 
 
 class StreamingTracker:
@@ -156,7 +181,7 @@ class StreamingTracker:
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device).eval()
         self.untrained = untrained
-        self._threshold = _check_threshold(self.config.visibility_threshold)
+        self._threshold = check_threshold(self.config.visibility_threshold)
         self._refine = torch.compile(self.model.refine, dynamic=False) if self.config.compile else None
         self.reset()
 
@@ -179,29 +204,39 @@ class StreamingTracker:
 
     @visibility_threshold.setter
     def visibility_threshold(self, value: float) -> None:
-        self._threshold = _check_threshold(value)
+        self._threshold = check_threshold(value)
 
     @property
     def step(self) -> int:
         return self.config.step
 
     @property
+    def state(self) -> StreamState:
+        """Everything the engine remembers (replaced by `reset`)."""
+        return self._state
+
+    @property
     def frame_size(self) -> tuple[int, int] | None:
         """(H, W) of the input frames, fixed by the first frame after a reset."""
-        return self._frame_size
+        return self._state.frame_size
+
+    @property
+    def last_stamp(self) -> int | None:
+        """Stamp of the newest frame pushed since the last reset."""
+        return self._state.last_stamp
 
     @property
     def query_ids(self) -> list[int]:
-        return list(self._ids)
+        return list(self._state.ids)
 
     @property
     def window_stamps(self) -> list[int]:
         """Stamps of the frames still in the window: the frames queries may be added on."""
-        return [self._stamps[i] for i in sorted(self._state.features)]
+        return self._state.window_stamps
 
     @property
     def frames_seen(self) -> int:
-        return self._state.frames_seen
+        return self._state.window.frames_seen
 
     def state_nbytes(self) -> int:
         """Bytes held by the engine's tensors (features, queries, carried estimates)."""
@@ -209,14 +244,7 @@ class StreamingTracker:
 
     def reset(self) -> None:
         """Forget frames, queries and estimates."""
-        dtype = torch.float32
-        self._state = WindowState(queries=empty_queries(self.model, 1, self.device, dtype))
-        self._ids: list[int] = []
-        self._stamps: dict[int, int] = {}
-        self._frame_size: tuple[int, int] | None = None
-        self._last_stamp: int | None = None
-        self._next_id = 0
-        self._emitted_until = 0  # frames [0, this) were emitted as new
+        self._state = StreamState.empty(self.model, self.device)
 
     # -- frames --------------------------------------------------------------------------------------
 
@@ -230,22 +258,23 @@ class StreamingTracker:
         """
         image = self._check_frame(frame)
         stamp = int(stamp)
-        if self._last_stamp is not None and stamp <= self._last_stamp:
-            raise ValueError(f"frame stamp {stamp} is not later than the previous one ({self._last_stamp})")
+        state = self._state
+        if state.last_stamp is not None and stamp <= state.last_stamp:
+            raise StampOrderError(stamp, state.last_stamp)
         with self._inference():
             pyramid = self._encode(image)
-        if self._frame_size is None:
-            self._frame_size = tuple(image.shape[:2])
-        index = add_frame_features(self._state, pyramid)
-        self._stamps[index] = stamp
-        self._last_stamp = stamp
-        if window_ready(self._state, self.model.window_len):
+        if state.frame_size is None:
+            state.frame_size = tuple(image.shape[:2])
+        index = add_frame_features(state.window, pyramid)
+        state.stamps[index] = stamp
+        state.last_stamp = stamp
+        if window_ready(state.window, self.model.window_len):
             return self._step()
         return []
 
     def flush(self) -> list[FrameTracks]:
         """Track the last partial window (padded with the final frame) and emit what it holds."""
-        if self._state.frames_seen <= self._emitted_until:
+        if self._state.window.frames_seen <= self._state.emitted_until:
             return []
         return self._step()
 
@@ -268,9 +297,9 @@ class StreamingTracker:
             raise ValueError(f"query points must be an (N, 2) array of x/y, got shape {pts.shape}")
         if not np.isfinite(pts).all():
             raise ValueError("query points contain NaN or infinite values")
-        if self._frame_size is None:
-            raise ValueError("no frame received yet: queries are placed on a frame in the window")
-        h, w = self._frame_size
+        if self._state.frame_size is None:
+            raise NotInWindowError(f"{NO_FRAME_YET}: queries are placed on a frame in the window")
+        h, w = self._state.frame_size
         outside = (pts[:, 0] < 0) | (pts[:, 0] > w - 1) | (pts[:, 1] < 0) | (pts[:, 1] > h - 1)
         if outside.any():
             raise ValueError(
@@ -283,15 +312,15 @@ class StreamingTracker:
         scale = pixel_scale((h, w), (self._model_h, self._model_w))
         feat_xy = torch.as_tensor(pts * scale / self.model.config.stride, dtype=torch.float32)
         frames = torch.full((1, len(pts)), frame_index, dtype=torch.long)
-        append_queries(self._state, frames.to(self.device), feat_xy[None].to(self.device))
-        self._ids.extend(new_ids)
+        append_queries(self._state.window, frames.to(self.device), feat_xy[None].to(self.device))
+        self._state.ids.extend(new_ids)
         return new_ids
 
     def add_mask_queries(self, mask: np.ndarray, grid_size: int, stamp: int | None = None) -> list[int]:
         """Track the points of a grid_size x grid_size grid that fall inside `mask` ((H, W), nonzero = in)."""
         mask = np.asarray(mask)
-        if self._frame_size is not None and mask.shape != self._frame_size:
-            raise ValueError(f"mask is {mask.shape[:2]} but frames are {self._frame_size}")
+        if self.frame_size is not None and mask.shape != self.frame_size:
+            raise ValueError(f"mask is {mask.shape[:2]} but frames are {self.frame_size}")
         if grid_size < 1:
             raise ValueError(f"grid_size must be >= 1, got {grid_size}")
         pts = mask_grid_points(mask, grid_size)
@@ -302,13 +331,14 @@ class StreamingTracker:
     def remove_queries(self, ids: Sequence[int]) -> None:
         """Stop tracking the given ids (all must be known); their memory is freed."""
         ids = [int(i) for i in ids]
-        unknown = sorted(set(ids) - set(self._ids))
+        state = self._state
+        unknown = sorted(set(ids) - set(state.ids))
         if unknown:
             raise ValueError(f"unknown query ids: {unknown}")
         drop = set(ids)
-        keep = [i for i, qid in enumerate(self._ids) if qid not in drop]
-        keep_queries(self._state, torch.as_tensor(keep, dtype=torch.long, device=self.device))
-        self._ids = [self._ids[i] for i in keep]
+        keep = [i for i, qid in enumerate(state.ids) if qid not in drop]
+        keep_queries(state.window, torch.as_tensor(keep, dtype=torch.long, device=self.device))
+        state.ids = [state.ids[i] for i in keep]
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -333,10 +363,8 @@ class StreamingTracker:
             raise ValueError(f"frame dtype must be uint8 or float (0-255), got {frame.dtype}")
         if np.issubdtype(frame.dtype, np.floating) and not np.isfinite(frame).all():
             raise ValueError("frame contains NaN or infinite values")
-        if self._frame_size is not None and frame.shape[:2] != self._frame_size:
-            raise ValueError(
-                f"frame size {frame.shape[:2]} differs from the stream's {self._frame_size}; reset() first"
-            )
+        if self.frame_size is not None and frame.shape[:2] != self.frame_size:
+            raise FrameSizeError(tuple(frame.shape[:2]), self.frame_size)
         return frame
 
     def _encode(self, image: np.ndarray) -> list[torch.Tensor]:
@@ -357,19 +385,20 @@ class StreamingTracker:
 
     def _frame_for_stamp(self, stamp: int | None) -> int:
         if stamp is None or int(stamp) == 0:
-            return self._state.frames_seen - 1
-        for index in sorted(self._state.features):
-            if self._stamps[index] == int(stamp):
+            return self._state.window.frames_seen - 1
+        for index in sorted(self._state.window.features):
+            if self._state.stamps[index] == int(stamp):
                 return index
         stamps = self.window_stamps
-        raise ValueError(
-            f"stamp {stamp} is not a frame in the window (window holds {len(stamps)} frames, "
+        raise NotInWindowError(
+            f"stamp {stamp} is {NOT_IN_WINDOW} (window holds {len(stamps)} frames, "
             f"stamps {stamps[0] if stamps else None}..{stamps[-1] if stamps else None})"
         )
 
     def _new_ids(self, count: int, ids: Sequence[int] | None) -> list[int]:
+        state = self._state
         if ids is None or len(ids) == 0:
-            out = list(range(self._next_id, self._next_id + count))
+            out = list(range(state.next_id, state.next_id + count))
         else:
             out = [int(i) for i in ids]
             if len(out) != count:
@@ -378,61 +407,53 @@ class StreamingTracker:
                 raise ValueError("ids must be non-negative")
             if len(set(out)) != len(out):
                 raise ValueError(f"duplicate ids in request: {sorted({i for i in out if out.count(i) > 1})}")
-            taken = sorted(set(out) & set(self._ids))
+            taken = sorted(set(out) & set(state.ids))
             if taken:
                 raise ValueError(f"ids already in use: {taken}")
-        self._next_id = max([self._next_id - 1, *out]) + 1
+        state.next_id = max([state.next_id - 1, *out]) + 1
         return out
 
     def _step(self) -> list[FrameTracks]:
         state = self._state
-        if not state.queries.count:
+        window = state.window
+        if not window.queries.count:
             # Nothing to track: slide the window without running the model (the engine idles) and emit
             # empty tracks for the frames that became due, so that consumers still see every frame.
-            start = state.next_start
-            available = min(state.frames_seen - start, self.model.window_len)
-            state.next_start += self.step
-            for index in [i for i in state.features if i < state.next_start]:
-                del state.features[index]
-            state.carry = None
-            out = [
-                self._empty_tracks(i)
-                for i in range(max(start, self._emitted_until), start + available)
-            ]
-            self._emitted_until = max(self._emitted_until, start + available)
-            self._forget_stamps()
-            return out
-        frames_of_queries = state.queries.frames[0].cpu().numpy()
-        ids = np.asarray(self._ids, dtype=np.int64)
-        with self._inference():
-            start, available, estimate = run_window(
-                self.model, state, self.step, self.config.iters, self.config.motion_init, self._refine
-            )
-        out = self._emit(start, available, estimate, ids, frames_of_queries)
-        self._forget_stamps()
+            start, available = skip_window(window, self.model.window_len, self.step)
+            plan = emission_plan(start, available, state.emitted_until, self.step)
+            out = [self._empty_tracks(i) for i in plan.new]
+        else:
+            frames_of_queries = window.queries.frames[0].cpu().numpy()
+            ids = np.asarray(state.ids, dtype=np.int64)
+            with self._inference():
+                start, available, estimate = run_window(
+                    self.model, window, self.step, self.config.iters, self.config.motion_init, self._refine
+                )
+            plan = emission_plan(start, available, state.emitted_until, self.step)
+            out = self._emit(start, plan.frames, estimate, ids, frames_of_queries)
+        state.emitted_until = max(state.emitted_until, plan.new.stop)
+        state.forget_stamps()
         return out
 
     def _emit(
-        self, start: int, available: int, estimate: IterationEstimate, ids: np.ndarray, query_frames: np.ndarray
+        self, start: int, frames: range, estimate: IterationEstimate, ids: np.ndarray, query_frames: np.ndarray
     ) -> list[FrameTracks]:
-        scale = pixel_scale((self._model_h, self._model_w), self._frame_size).astype(np.float32)
-        coords = estimate.coords[0].float().cpu().numpy() * scale  # (F, N, 2)
+        """FrameTracks of `frames` (absolute indices) from the window at `start`; estimate in model pixels."""
+        state = self._state
+        scale = pixel_scale((self._model_h, self._model_w), state.frame_size).astype(np.float32)
+        coords = estimate.coords[0].float().cpu().numpy() * scale  # (F, N, 2) input-image pixels
         vis = estimate.vis_logits[0].float().sigmoid().cpu().numpy()
         conf = estimate.conf_logits[0].float().sigmoid().cpu().numpy()
-        refine_from = max(start, self._emitted_until - self.step) if start > 0 else start
         out = []
-        for k in range(available):
-            index = start + k
-            if index < refine_from:
-                continue
-            refined = index < self._emitted_until
+        for index in frames:
+            k = index - start
             active = query_frames <= index
             v, c = vis[k][active], conf[k][active]
             out.append(
                 FrameTracks(
-                    stamp=self._stamps[index],
+                    stamp=state.stamps[index],
                     frame_index=index,
-                    refined=refined,
+                    refined=index < state.emitted_until,
                     ids=ids[active],
                     xy=coords[k][active].astype(np.float32),
                     visibility=v.astype(np.float32),
@@ -440,17 +461,12 @@ class StreamingTracker:
                     visible=(v * c) > self._threshold,
                 )
             )
-        self._emitted_until = max(self._emitted_until, start + available)
         return out
-
-    def _forget_stamps(self) -> None:
-        for index in [i for i in self._stamps if i < self._state.next_start]:
-            del self._stamps[index]
 
     def _empty_tracks(self, index: int) -> FrameTracks:
         empty = np.zeros(0, dtype=np.float32)
         return FrameTracks(
-            stamp=self._stamps[index],
+            stamp=self._state.stamps[index],
             frame_index=index,
             refined=False,
             ids=np.zeros(0, dtype=np.int64),
@@ -459,11 +475,3 @@ class StreamingTracker:
             confidence=empty.copy(),
             visible=np.zeros(0, dtype=bool),
         )
-
-
-def stream_config_from_dict(d: dict[str, Any]) -> StreamConfig:
-    known = {f.name for f in dataclasses.fields(StreamConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown stream settings: {unknown}")
-    return StreamConfig(**d)

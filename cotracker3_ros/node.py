@@ -19,19 +19,14 @@ Run: ``ros2 run cotracker3_ros tracker_node --ros-args --params-file config/trac
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import rclpy
-import yaml
 from cotracker3_msgs.msg import Tracks
 from cotracker3_msgs.srv import AddMaskPoints, AddPoints, RemovePoints
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -47,15 +42,17 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from cotracker3_core import hub
-from cotracker3_core.config import ModelConfig
-from cotracker3_core.streaming import FrameTracks, StreamConfig, StreamingTracker
+from cotracker3_core.session import Emitted, Restart, TrackingSession
+from cotracker3_core.streaming import StreamingTracker
 
+from . import diagnostics as diag
 from .conversions import frame_tracks_to_msg, mask_to_bool, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
 from .debug_image import draw_tracks
 from .frame_queue import DropOldestQueue
-from .params import PARAMS, ParamSpec
+from .params import NODE_NAME, PARAMS, ParamSpec, parse_arch, stream_config_from_params
 
-NODE_NAME = "tracker_node"
+__all__ = ["NODE_NAME", "TrackerNode", "main", "parse_arch", "stream_config_from_params"]
+
 #: Longest time a reset waits for the frames received before it to be tracked.
 RESET_WAIT_S = 10.0
 #: Seconds between two log lines for the same reason of rejecting frames.
@@ -80,84 +77,16 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return d
 
 
-def parse_arch(text: str) -> dict[str, Any]:
-    """The ``arch`` parameter (YAML/JSON mapping, or empty) -> dict of ModelConfig overrides."""
-    if not text.strip():
-        return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"parameter arch is not valid YAML/JSON: {exc}") from exc
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"parameter arch must be a mapping like '{{latent_dim: 32}}', got {text!r}")
-    return value
-
-
-#: ModelConfig fields the ``arch`` parameter may set (the others have their own parameters).
-ARCH_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {
-    "mode",
-    "window_len",
-    "model_resolution",
-    "extra",
-}
-
-
-def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
-    """Node parameter values (name -> value) -> StreamConfig; raises ValueError on bad values."""
-    resolution = [int(v) for v in values["model_resolution"]]
-    if len(resolution) != 2:
-        raise ValueError(f"model_resolution must be [height, width], got {resolution}")
-    arch = parse_arch(values["arch"])
-    unknown = sorted(set(arch) - ARCH_FIELDS)
-    if unknown:
-        raise ValueError(f"parameter arch: unknown fields {unknown}; known: {sorted(ARCH_FIELDS)}")
-    return StreamConfig(
-        checkpoint=values["checkpoint"] or None,
-        device=values["device"],
-        precision=values["precision"],
-        model_resolution=(resolution[0], resolution[1]),
-        window_len=int(values["window_len"]),
-        step=int(values["step"]),
-        iters=int(values["iters"]),
-        visibility_threshold=float(values["visibility_threshold"]),
-        arch=arch,
-    )
-
-
-# --- statistics for /diagnostics ---------------------------------------------------------------------
-
-
-@dataclass
-class _Stats:
-    """Counters since start (totals) and since the last diagnostics message (period lists)."""
-
-    received: int = 0
-    published: int = 0
-    rejected: int = 0
-    resets: int = 0
-    period_received: int = 0
-    period_published: int = 0
-    period_dropped_base: int = 0
-    step_latency_s: list[float] = field(default_factory=list)
-    lag_s: list[float] = field(default_factory=list)
-    queue_wait_s: list[float] = field(default_factory=list)
-    last_error: str = ""
-    period_start: float = field(default_factory=time.monotonic)
-
-    def start_period(self, dropped_total: int) -> None:
-        self.period_start = time.monotonic()
-        self.period_received = self.period_published = 0
-        self.period_dropped_base = dropped_total
-        self.step_latency_s, self.lag_s, self.queue_wait_s = [], [], []
-
-
-def _ms(values: Sequence[float], fn: Any) -> str:
-    return f"{fn(values) * 1e3:.1f}" if values else "n/a"
-
-
 # --- the node ----------------------------------------------------------------------------------------
+
+
+class _FrameMeta(NamedTuple):
+    """What the node keeps of an image while its frame is in the window: the header its tracks copy, the
+    image size (H, W), and the pixels while debug_image has readers."""
+
+    header: Header
+    size: tuple[int, int]
+    pixels: np.ndarray | None = None
 
 
 class TrackerNode(Node):
@@ -175,8 +104,6 @@ class TrackerNode(Node):
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
         self._publish_refined = bool(values["publish_refined"])
-        self._grid_size = int(values["grid_size"])
-        self._grid_query_frame = int(values["grid_query_frame"])
         self._mask_grid_size = int(values["mask_grid_size"])
         self._diag_period = float(values["diagnostics_period"])
         self._checkpoint = values["checkpoint"]
@@ -202,13 +129,10 @@ class TrackerNode(Node):
             )
         self.get_logger().info(f"tracker ready on {tracker.device}")
 
-        # Engine state: touched by the worker and by the services, always under this lock.
+        # Engine and session state: touched by the worker and by the services, always under this lock.
         self._engine_lock = threading.Lock()
-        self._last_stamp: int | None = None
-        self._frame_index = 0  # frames pushed since the start or the last reset
-        self._frame_meta: OrderedDict[int, tuple[Header, tuple[int, int]]] = OrderedDict()
-        self._frame_pixels: OrderedDict[int, np.ndarray] = OrderedDict()  # only while debug_image has readers
-        self._stats = _Stats()
+        self._session = TrackingSession(tracker, int(values["grid_size"]), int(values["grid_query_frame"]))
+        self._stats = diag.Stats()
         self._reject_logged: dict[str, float] = {}  # worker thread only
         self._stats_lock = threading.Lock()
         # Items are (sequence number, message, monotonic arrival time). The sequence numbers let a reset wait
@@ -323,9 +247,9 @@ class TrackerNode(Node):
         if "publish_refined" in updates:
             self._publish_refined = bool(updates["publish_refined"])
         if "grid_size" in updates:
-            self._grid_size = int(updates["grid_size"])
+            self._session.grid_size = int(updates["grid_size"])
         if "grid_query_frame" in updates:
-            self._grid_query_frame = int(updates["grid_query_frame"])
+            self._session.grid_query_frame = int(updates["grid_query_frame"])
         if "mask_grid_size" in updates:
             self._mask_grid_size = int(updates["mask_grid_size"])
         for name, value in updates.items():
@@ -378,94 +302,57 @@ class TrackerNode(Node):
         except ValueError as exc:
             self._reject(f"image rejected: {exc}")
             return
-        stamp = time_to_ns(msg.header.stamp)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         want_pixels = self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0
         with self._engine_lock:
-            if self._last_stamp is not None and stamp <= self._last_stamp:
-                self._restart_locked(
-                    f"image stamp {stamp} ns is not later than the previous one ({self._last_stamp} ns)"
-                )
-            elif self._tracker.frame_size is not None and self._tracker.frame_size != size:
-                self._restart_locked(f"image size changed from {self._tracker.frame_size} to {size}")
-            self._frame_meta[stamp] = (msg.header, size)
-            if want_pixels:
-                self._frame_pixels[stamp] = rgb
-            t0 = time.perf_counter()
-            try:
-                emitted = self._tracker.push(rgb, stamp)
-            except ValueError as exc:
-                self._frame_meta.pop(stamp, None)
-                self._frame_pixels.pop(stamp, None)
-                self._reject(f"frame rejected by the tracker: {exc}")
+            meta = _FrameMeta(msg.header, size, rgb if want_pixels else None)
+            step = self._session.push(rgb, time_to_ns(msg.header.stamp), meta)
+            if step.restart is not None:
+                self._after_restart(step.restart, warn=True)
+            if step.rejected is not None:
+                self._reject(f"frame rejected by the tracker: {step.rejected}")
                 return
-            step_s = time.perf_counter() - t0
-            self._last_stamp = stamp
-            index = self._frame_index
-            self._frame_index += 1
-            if self._grid_size > 0 and index == self._grid_query_frame:
-                self._add_grid_locked(stamp, size)
-            self._publish(emitted, received)
-            self._prune_locked()
+            if step.grid is not None:
+                if step.grid.error:
+                    self.get_logger().error(f"could not add the grid queries: {step.grid.error}")
+                else:
+                    g = self._session.grid_size
+                    self.get_logger().info(
+                        f"added a {g}x{g} grid ({len(step.grid.ids)} points) on frame {step.grid.frame_index}"
+                    )
+            self._publish(step.emitted, received)
         with self._stats_lock:
-            if emitted:
-                self._stats.step_latency_s.append(step_s)
+            if step.emitted:
+                self._stats.step_latency_s.append(step.push_s)
             self._stats.queue_wait_s.append(time.monotonic() - received)
 
-    def _add_grid_locked(self, stamp: int, size: tuple[int, int]) -> None:
-        try:
-            ids = self._tracker.add_mask_queries(np.ones(size, dtype=bool), self._grid_size, stamp=stamp)
-            self.get_logger().info(
-                f"added a {self._grid_size}x{self._grid_size} grid ({len(ids)} points) on frame {self._frame_index - 1}"
-            )
-        except ValueError as exc:
-            self.get_logger().error(f"could not add the grid queries: {exc}")
-
     def _restart_locked(self, reason: str, warn: bool = True) -> int:
-        """Publish what the window still holds (flush), then reset the engine and the frame counter.
+        """Publish what the window still holds (flush), then reset the engine; returns the frames flushed."""
+        return self._after_restart(self._session.restart(reason), warn)
 
-        Returns the number of frames the flush emitted.
-        """
-        try:
-            flushed = self._tracker.flush()
-        except Exception as exc:  # a failing flush must not block the reset
-            self.get_logger().error(f"flush before reset failed: {exc!r}")
-            flushed = []
-        self._publish(flushed)
-        self._frame_meta.clear()
-        self._frame_pixels.clear()
-        self._tracker.reset()
-        self._last_stamp = None
-        self._frame_index = 0
+    def _after_restart(self, restart: Restart, warn: bool) -> int:
+        """Publish a restart's flushed tracks, count and log it; returns the number of frames flushed."""
+        if restart.flush_error is not None:
+            self.get_logger().error(f"flush before reset failed: {restart.flush_error!r}")
+        self._publish(restart.flushed)
         with self._stats_lock:
             self._stats.resets += 1
-        text = f"{reason}: tracker reset after flushing {len(flushed)} frame(s)"
+        text = f"{restart.reason}: tracker reset after flushing {len(restart.flushed)} frame(s)"
         # rclpy ties a severity to each call site: one line per severity.
         if warn:
             self.get_logger().warning(text)
         else:
             self.get_logger().info(text)
-        return len(flushed)
+        return len(restart.flushed)
 
-    def _prune_locked(self) -> None:
-        """Forget headers and pixels of frames that left the engine's window."""
-        stamps = self._tracker.window_stamps
-        oldest = min(stamps) if stamps else None
-        for cache in (self._frame_meta, self._frame_pixels):
-            for stamp in list(cache):
-                if oldest is None or stamp < oldest:
-                    del cache[stamp]
-
-    def _publish(self, emitted: list[FrameTracks], received: float | None = None) -> None:
+    def _publish(self, emitted: list[Emitted], received: float | None = None) -> None:
         now_ns = self.get_clock().now().nanoseconds
         lags = []
-        for tracks in emitted:
-            meta = self._frame_meta.get(tracks.stamp)
+        for item in emitted:
+            tracks, meta = item.tracks, item.meta
             if meta is None:  # cannot happen unless the engine emits a frame we never pushed
-                header, size = Header(stamp=ns_to_time(tracks.stamp)), self._tracker.frame_size or (0, 0)
-            else:
-                header, size = meta
-            msg = frame_tracks_to_msg(tracks, header, size)
+                meta = _FrameMeta(Header(stamp=ns_to_time(tracks.stamp)), self._tracker.frame_size or (0, 0))
+            msg = frame_tracks_to_msg(tracks, meta.header, meta.size)
             if tracks.refined:
                 if self._publish_refined:
                     self._refined_pub.publish(msg)
@@ -473,46 +360,34 @@ class TrackerNode(Node):
             self._tracks_pub.publish(msg)
             if now_ns > 0:
                 lags.append((now_ns - tracks.stamp) * 1e-9)
-            pixels = self._frame_pixels.get(tracks.stamp)
-            if pixels is not None and self._debug_pub is not None:
-                drawn = draw_tracks(pixels, tracks.ids, tracks.xy, tracks.visible, untrained=self._tracker.untrained)
-                self._debug_pub.publish(rgb_to_image(drawn, header))
+            if meta.pixels is not None and self._debug_pub is not None:
+                drawn = draw_tracks(
+                    meta.pixels, tracks.ids, tracks.xy, tracks.visible, untrained=self._tracker.untrained
+                )
+                self._debug_pub.publish(rgb_to_image(drawn, meta.header))
         if emitted:
+            published = sum(not item.tracks.refined for item in emitted)
             with self._stats_lock:
-                self._stats.published += sum(not t.refined for t in emitted)
-                self._stats.period_published += sum(not t.refined for t in emitted)
+                self._stats.published += published
+                self._stats.period_published += published
                 self._stats.lag_s += lags
 
     def _publish_diagnostics(self) -> None:
         dropped = self._queue.dropped
         with self._stats_lock:
-            s = self._stats
-            elapsed = max(time.monotonic() - s.period_start, 1e-3)
-            period_dropped = dropped - s.period_dropped_base
-            values = {
-                "input rate (Hz)": f"{s.period_received / elapsed:.2f}",
-                "output rate (Hz)": f"{s.period_published / elapsed:.2f}",
-                "step latency mean (ms)": _ms(s.step_latency_s, np.mean),
-                "step latency max (ms)": _ms(s.step_latency_s, np.max),
-                "end-to-end lag mean (ms)": _ms(s.lag_s, np.mean),
-                "end-to-end lag max (ms)": _ms(s.lag_s, np.max),
-                "queue wait mean (ms)": _ms(s.queue_wait_s, np.mean),
-                "dropped frames (period)": str(period_dropped),
-                "dropped frames (total)": str(dropped),
-                "rejected frames (total)": str(s.rejected),
-                "frames received (total)": str(s.received),
-                "frames published (total)": str(s.published),
-                "resets (total)": str(s.resets),
-                "queue depth": f"{len(self._queue)}/{self._queue.maxsize}",
-                "active queries": str(len(self._tracker.query_ids)),
-                "device": str(self._tracker.device),
-                "checkpoint": self._checkpoint or "(none: untrained weights)",
-                "untrained weights": str(self._tracker.untrained).lower(),
-                "last error": s.last_error,
-            }
-            s.start_period(dropped)
+            values, period_dropped = self._stats.period_values(dropped)
+            values.update(
+                {
+                    diag.QUEUE_DEPTH: f"{len(self._queue)}/{self._queue.maxsize}",
+                    diag.ACTIVE_QUERIES: str(len(self._tracker.query_ids)),
+                    diag.DEVICE: str(self._tracker.device),
+                    diag.CHECKPOINT: self._checkpoint or "(none: untrained weights)",
+                    diag.UNTRAINED: str(self._tracker.untrained).lower(),
+                    diag.LAST_ERROR: self._stats.last_error,
+                }
+            )
         status = DiagnosticStatus(
-            name=f"{self.get_fully_qualified_name()}: tracking", hardware_id=str(self._tracker.device)
+            name=f"{self.get_fully_qualified_name()}{diag.STATUS_SUFFIX}", hardware_id=str(self._tracker.device)
         )
         if self._tracker.untrained:
             status.level, status.message = DiagnosticStatus.WARN, "untrained weights: tracks are noise"

@@ -1,13 +1,19 @@
-"""The tracker node's parameters: names, defaults, ranges and descriptions, in one table.
+"""The tracker node's parameters: names, defaults, ranges and descriptions, in one table, and their
+translation into the engine's `StreamConfig`.
 
-Plain data (no ROS import) so that the node, the launch helper, the docs and the tests read the same list.
+Plain data (no ROS import) so that the node, the launch helper, the tools, the docs and the tests read the same
+list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
+from cotracker3_core.config import ModelConfig
 from cotracker3_core.streaming import StreamConfig
 
 
@@ -31,6 +37,9 @@ class ParamSpec:
     range: tuple[float, float] | None = None
     constraints: str = ""
 
+
+#: The node's default name (`ros2 run cotracker3_ros tracker_node`); parameter files address it.
+NODE_NAME = "tracker_node"
 
 _DEFAULTS = StreamConfig()
 
@@ -129,3 +138,49 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 
 PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def parse_arch(text: str) -> dict[str, Any]:
+    """The ``arch`` parameter (YAML/JSON mapping, or empty) -> dict of ModelConfig overrides."""
+    if not text.strip():
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"parameter arch is not valid YAML/JSON: {exc}") from exc
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"parameter arch must be a mapping like '{{latent_dim: 32}}', got {text!r}")
+    return value
+
+
+#: ModelConfig fields the ``arch`` parameter may set (the others have their own parameters).
+ARCH_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {
+    "mode",
+    "window_len",
+    "model_resolution",
+    "extra",
+}
+
+
+def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
+    """Node parameter values (name -> value) -> StreamConfig; raises ValueError on bad values."""
+    resolution = [int(v) for v in values["model_resolution"]]
+    if len(resolution) != 2:
+        raise ValueError(f"model_resolution must be [height, width], got {resolution}")
+    arch = parse_arch(values["arch"])
+    unknown = sorted(set(arch) - ARCH_FIELDS)
+    if unknown:
+        raise ValueError(f"parameter arch: unknown fields {unknown}; known: {sorted(ARCH_FIELDS)}")
+    return StreamConfig(
+        checkpoint=values["checkpoint"] or None,
+        device=values["device"],
+        precision=values["precision"],
+        model_resolution=(resolution[0], resolution[1]),
+        window_len=int(values["window_len"]),
+        step=int(values["step"]),
+        iters=int(values["iters"]),
+        visibility_threshold=float(values["visibility_threshold"]),
+        arch=arch,
+    )

@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark (cotracker3_core.bench) and the engine's motion_init option.
+"""Smoke test of the engine benchmark (benchmarks/engine.py) and the engine's motion_init option.
 
 The quick run uses a shrunk transformer at 64x96 so that it finishes in well under a minute on two CPU
 cores; it checks the JSON schema, that the engine beats re-encoding the whole window, and that --check
@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from cotracker3_core import bench, build_model
+from benchmarks import common, engine, report, sections
+from cotracker3_core import build_model
 from cotracker3_core.model import IterationEstimate, extrapolate_motion, initial_estimates
+from cotracker3_core.reference_weights import apply_reference_weights
 from cotracker3_core.streaming import StreamConfig, StreamingTracker
 
 
@@ -24,7 +26,7 @@ def quick_result(tmp_path_factory) -> tuple[int, dict]:
     threads = torch.get_num_threads()
     # One thread: an oversubscribed CPU (another process's threads on the same cores) slows OpenMP
     # kernels by orders of magnitude, and the test's numbers need only be consistent within the run.
-    rc = bench.main(
+    rc = engine.main(
         [
             "--threads",
             "1",
@@ -46,7 +48,7 @@ def quick_result(tmp_path_factory) -> tuple[int, dict]:
 @pytest.mark.timeout(300)
 def test_quick_run_schema(quick_result):
     rc, result = quick_result
-    assert result["schema"] == bench.SCHEMA
+    assert result["schema"] == engine.SCHEMA
     for key in ("machine", "settings", "sections", "targets", "passed", "seconds", "load_start", "load_end"):
         assert key in result, key
     assert result["settings"]["quick"] is True
@@ -87,18 +89,18 @@ def test_reencoding_path_computes_the_same_tracks_as_the_engine():
     """The baseline must differ from the engine only in what it re-encodes, or the ratio means nothing."""
     torch.manual_seed(0)
     resolution = (64, 96)
-    model = bench.apply_reference_weights(build_model("online", model_resolution=resolution, **bench.ARCHS["small"]))
+    model = apply_reference_weights(build_model("online", model_resolution=resolution, **common.ARCHS["small"]))
     model = model.eval()
-    frames, _ = bench.load_frames(24, resolution, None)  # synthetic panning texture
-    points = bench.query_points(5, resolution)
-    engine = StreamingTracker(model, bench.engine_config(model, torch.device("cpu"), "fp32", iters=4))
+    frames, _ = common.load_frames(24, resolution, None)  # synthetic panning texture
+    points = common.query_points(5, resolution)
+    engine = StreamingTracker(model, sections.engine_config(model, torch.device("cpu"), "fp32", iters=4))
     latest = {}
     for i, frame in enumerate(frames):
         for ft in engine.push(frame, stamp=i + 1):
             latest[ft.frame_index] = ft.xy
         if i == 0:
             engine.add_queries(points, stamp=1)
-    baseline = bench.ReencodingTracker(model, torch.device("cpu"), "fp32", step=8, iters=4)
+    baseline = sections.ReencodingTracker(model, torch.device("cpu"), "fp32", step=8, iters=4)
     baseline.add_queries(points, resolution)
     baseline.track(frames[:16])
     second = baseline.track(frames[8:24]).numpy()  # (16, N, 2): frames 8..23, model pixels = input pixels here
@@ -129,7 +131,7 @@ def test_check_fails_on_a_missed_target():
         ],
         "soak": {"frames": 10_000, "from_frame": 1000, "rss_growth_mb": 3.0, "state_bytes_constant": True},
     }
-    verdicts = {t["name"].split(",")[0]: t["passed"] for t in bench.evaluate_targets(result, quick=False)}
+    verdicts = {t["name"].split(",")[0]: t["passed"] for t in report.evaluate_targets(result, quick=False)}
     assert verdicts["fp32 engine vs fp32 re-encoding"] is False  # 1.2 < 1.5
     assert verdicts["bf16 engine vs fp32 re-encoding"] is True  # 12 / 4 = 3 >= 2.5
     assert verdicts["RSS growth"] is True
@@ -137,12 +139,12 @@ def test_check_fails_on_a_missed_target():
 
 def test_help_and_bad_arguments(capsys):
     with pytest.raises(SystemExit) as e:
-        bench.main(["--help"])
+        engine.main(["--help"])
     assert e.value.code == 0
     assert "--soak" in capsys.readouterr().out
     for bad in (["--resolution", "384by512"], ["--points", "0"], ["--precisions", "int8"]):
         with pytest.raises(SystemExit) as e:
-            bench.main(bad)
+            engine.main(bad)
         assert e.value.code == 2
 
 
@@ -174,7 +176,7 @@ def test_motion_init_engine_runs_and_is_off_by_default():
     outputs = {}
     for motion_init in (False, True):
         torch.manual_seed(0)  # the same random weights for both runs
-        model = build_model("online", model_resolution=(32, 48), **bench.ARCHS["small"])
+        model = build_model("online", model_resolution=(32, 48), **common.ARCHS["small"])
         tracker = StreamingTracker(
             model, StreamConfig(model_resolution=(32, 48), device="cpu", step=4, motion_init=motion_init)
         )

@@ -1,6 +1,6 @@
-"""The node-overhead benchmark (cotracker3_ros.bench_node) over real rclpy and Fast DDS.
+"""The node-overhead benchmark (benchmarks/node.py) over real rclpy and Fast DDS.
 
-Runs a short version of `cotracker3-bench-node` in this process (its own rclpy context and a private domain):
+Runs a short version of `python -m benchmarks.node` in this process (its own rclpy context and a private domain):
 every stage is timed, every published Tracks message reaches the subscriber, and --check exits non-zero when
 the target is missed. The 1 ms target itself is a benchmark result (docs/benchmarks.md), not asserted here.
 """
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from cotracker3_ros import bench_node
+from benchmarks import node as bench_node
 
 DOMAIN_ID = 140 + os.getpid() % 60
 

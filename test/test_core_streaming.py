@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from cotracker3_core import build_model
+from cotracker3_core.config import preset
 from cotracker3_core.streaming import StreamConfig, StreamingTracker
 
-TINY = dict(latent_dim=16, hidden_size=32, num_heads=2, num_virtual_tracks=4, corr_hidden=32, corr_embed_dim=16)
+TINY = preset("tiny")
 RES = (32, 48)
 
 

@@ -2,7 +2,7 @@
 
 Clips come from the project's synthetic scene generator (exact ground truth, 26 frames of 64x64, a dozen
 points; 26 frames so that the last window is partial and the end-of-bag flush matters), written as a RoboTAP
-pickle, converted by ``python -m cotracker3_ros.tapvid_to_bag`` and read back with ``rosbags`` + rclpy. The
+pickle, converted by ``python -m cotracker3_ros.tools.tapvid_to_bag`` and read back with ``rosbags`` + rclpy. The
 model is a tiny seeded architecture saved as a checkpoint (`small_checkpoint`), the way the replay test hands
 the same weights to the node process. Untrained weights give visibility x confidence around 0.01-0.1, so the
 tests use ``visibility_threshold 0.02``: visible flags then are a real mix and the AJ / OA paths are exercised.
@@ -27,29 +27,29 @@ from rosbags.rosbag2 import Reader, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from cotracker3_core.checkpoint import build_model, save_checkpoint
+from cotracker3_core.evaluation.ground_truth import GroundTruth, load_sidecar_ground_truth
 from cotracker3_core.evaluation.metrics import compute_tapvid_metrics, summarize
-from cotracker3_core.evaluation.tapvid_datasets import TapVidClip, load_tapvid_pickle, write_tapvid_pickle
-from cotracker3_ros import bag_eval, tapvid_to_bag
-from cotracker3_ros.bag_tools import (
-    TRACKS_TYPE,
-    BagWriteOptions,
-    GroundTruth,
-    find_bags,
-    frame_stamps,
-    list_topics,
-    load_sidecar_ground_truth,
-    make_typestore,
-    read_clip_bag,
-    write_clip_bag,
-)
-from cotracker3_ros.demo import DEMO_ARCH
-from cotracker3_ros.eval_scoring import (
+from cotracker3_core.evaluation.scoring import (
+    FrameOutput,
     Predictions,
     first_queries,
     predictions_from_outputs,
     score_clip,
     strided_queries,
 )
+from cotracker3_core.evaluation.tapvid_datasets import TapVidClip, load_tapvid_pickle, write_tapvid_pickle
+from cotracker3_ros.tools import bag_eval, tapvid_to_bag
+from cotracker3_ros.tools.bag_tools import (
+    TRACKS_TYPE,
+    BagWriteOptions,
+    find_bags,
+    frame_stamps,
+    list_topics,
+    make_typestore,
+    read_clip_bag,
+    write_clip_bag,
+)
+from cotracker3_ros.tools.demo import DEMO_ARCH
 from training.data.synthetic import SceneConfig, generate_scene
 
 NUM_FRAMES, SIZE, POINTS = 26, 64, 12
@@ -195,7 +195,7 @@ def test_scoring_perfect_and_missing_predictions(dataset: tuple[Path, Path]) -> 
     # Outputs for every frame but one: that frame's evaluated points are missing and scored as occluded.
     stamps = np.arange(NUM_FRAMES) + 1
     outputs = {
-        int(s): bag_eval.FrameOutput(gt.track_ids, gt.points_px[:, t].astype(np.float32), ~gt.occluded[:, t])
+        int(s): FrameOutput(gt.track_ids, gt.points_px[:, t].astype(np.float32), ~gt.occluded[:, t])
         for t, s in enumerate(stamps)
         if t != 20
     }

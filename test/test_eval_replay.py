@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from test_eval_bag import CLIP_NAMES, NUM_FRAMES, make_dataset, model_args, small_checkpoint
 
-from cotracker3_ros import bag_eval, replay_eval, tapvid_to_bag
+from cotracker3_core.windows import frames_emitted
+from cotracker3_ros.tools import bag_eval, replay_eval, tapvid_to_bag
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "config" / "tracker.yaml"
@@ -137,7 +138,8 @@ def test_bad_input_is_reported_before_any_node_starts(
 
 
 def test_emission_rule_matches_the_engine(data: tuple[Path, Path, Path]) -> None:
-    """The replay's end-of-clip wait relies on when the engine publishes first estimates (docs/ros.md)."""
+    """The replay's end-of-clip wait counts on the engine's emission plan: `frames_emitted` says when the engine
+    publishes first estimates (docs/ros.md)."""
     from cotracker3_core.streaming import StreamConfig, StreamingTracker
 
     _, _, checkpoint = data
@@ -148,7 +150,7 @@ def test_emission_rule_matches_the_engine(data: tuple[Path, Path, Path]) -> None
     emitted = 0
     for pushed in range(1, 20):
         emitted += sum(not t.refined for t in tracker.push(frame, pushed))
-        assert emitted == replay_eval.emitted_before_flush(pushed, 8, 4), pushed
+        assert emitted == frames_emitted(pushed, 8, 4), pushed
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,8 +28,8 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from cotracker3_ros.demo import DEMO_ARCH
 from cotracker3_ros.params import PARAMS, PARAMS_BY_NAME
+from cotracker3_ros.tools.demo import DEMO_ARCH
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO_ROOT / "launch" / "tracker.launch.py"

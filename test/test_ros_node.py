@@ -5,7 +5,7 @@ that colcon installed (``python -m cotracker3_ros.node`` when that install is mi
 ``config/tracker.yaml`` plus command-line overrides that keep them fast on a CPU:
 
 - ``model_resolution [64, 96]``, ``window_len 8``, ``step 4``, ``iters 2`` and the tiny architecture
-  ``cotracker3_ros.demo.DEMO_ARCH`` (passed as the ``arch`` parameter, a JSON string), untrained weights;
+  ``cotracker3_ros.tools.demo.DEMO_ARCH`` (passed as the ``arch`` parameter, a JSON string), untrained weights;
 - ``OMP_NUM_THREADS=1``: on a shared 2-core machine a second OpenMP thread fighting the test process for a
   core made one frame 100x slower;
 - a reliable QoS override on the image subscription, a deep queue and deep tracks publishers (QoS overrides
@@ -25,7 +25,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
 from cotracker3_msgs.msg import Tracks
 from cotracker3_msgs.srv import AddMaskPoints, AddPoints, RemovePoints
@@ -42,21 +40,18 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image, time_to_ns, tracks_msg_arrays
-from cotracker3_ros.demo import DEMO_ARCH, SyntheticScene
 from cotracker3_ros.frame_queue import DropOldestQueue
 from cotracker3_ros.node import parse_arch, stream_config_from_params
 from cotracker3_ros.params import PARAMS
+from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
+from cotracker3_ros.tools.node_peer import DdsPeer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "config" / "tracker.yaml"
@@ -221,29 +216,16 @@ class Inbox:
         return [time_to_ns(m.header.stamp) for m, _ in self.tracks]
 
 
-class Peer:
-    """The test's side of DDS: one rclpy context and node, spun by a background thread so that messages are
-    taken (and their arrival time noted) as they come, whatever the test's main thread is doing."""
+class Peer(DdsPeer):
+    """The test's side of DDS (`DdsPeer`, as the replay tool's): messages are taken (and their arrival time
+    noted) as they come, whatever the test's main thread is doing."""
 
     def __init__(self) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = Node("test_peer", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("test_peer", DOMAIN_ID)
         self.inboxes: dict[str, Inbox] = {}
         self.reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self._spinner = threading.Thread(target=self._spin, daemon=True)
-        self._spinner.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context shutting down under us
-                if self.context.ok():
-                    raise
+        self.start()
 
     def watch(self, ns: str) -> Inbox:
         inbox = self.inboxes[ns] = Inbox()
@@ -275,13 +257,6 @@ class Peer:
         future = client.call_async(request)
         assert self.spin_until(future.done, timeout_s), f"no response from {client.srv_name}"
         return future.result()
-
-    def close(self) -> None:
-        rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-
 
 @dataclass
 class Tracker:
@@ -748,11 +723,12 @@ def test_compressed_input_with_sim_time(sim_node: Tracker) -> None:
 
 @pytest.mark.timeout(120)
 def test_demo_runs_and_checks(processes: dict[str, NodeProcess]) -> None:
-    """``python -m cotracker3_ros.demo --check``: synthetic camera, node and printer in one process."""
+    """``python -m cotracker3_ros.tools.demo --check``: synthetic camera, node and printer in one process."""
     env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-m", "cotracker3_ros.demo", "--frames", "40", "--rate", "30", "--threads", "1", "--check"],
+        [sys.executable, "-m", "cotracker3_ros.tools.demo", "--frames", "40", "--rate", "30", "--threads", "1",
+         "--check"],  # fmt: skip
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -28,11 +28,10 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from .queries import DEFAULT_QUERY_STRIDE, sample_query_tracks
+
 RECORD_KEYS = ("video", "points", "occluded")
 """Keys of one clip record in every TAP-Vid pickle."""
-
-DEFAULT_QUERY_STRIDE = 5
-"""Frame stride of "strided" query sampling in the TAP-Vid evaluation."""
 
 EVAL_SIZE_HW = (256, 256)
 """(height, width) of the raster TAP-Vid evaluates in."""
@@ -159,20 +158,7 @@ class TapVidClip:
         Returns:
             The queries; empty (Q = 0) when no track is visible on a sampled frame.
         """
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        visible = ~self.occluded
-        if mode == "first":
-            track_index = np.flatnonzero(visible.any(axis=1))
-            query_frame = np.argmax(visible[track_index], axis=1)
-        elif mode == "strided":
-            frames = np.arange(0, self.num_frames, stride)
-            # (F, N) visibility on the sampled frames; nonzero walks it frame-major, track-minor.
-            frame_pos, track_index = np.nonzero(visible[:, frames].T)
-            query_frame = frames[frame_pos]
-        else:
-            raise ValueError(f"query mode must be 'first' or 'strided', got {mode!r}")
-        track_index = track_index.astype(np.int64)
+        track_index, query_frame = sample_query_tracks(self.occluded, mode, stride)
         target_points = self.points_px(size_hw)[track_index]
         query_xy = target_points[np.arange(track_index.size), query_frame]
         query_points = np.stack(

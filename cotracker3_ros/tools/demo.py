@@ -4,9 +4,9 @@ One process runs three rclpy nodes over real DDS: a synthetic camera publishing 
 pattern on ``/demo/image``, the `TrackerNode` (a grid of queries on the first frame), and a
 subscriber that prints one line per tracked frame (stamp, number of points, share visible).
 
-    python -m cotracker3_ros.demo                        # untrained tiny model, 200 frames at 15 Hz
-    python -m cotracker3_ros.demo --frames 60 --check    # exit 1 unless tracks arrived
-    python -m cotracker3_ros.demo --checkpoint scaled_online --resolution 384 512   # real weights
+    python -m cotracker3_ros.tools.demo                        # untrained tiny model, 200 frames at 15 Hz
+    python -m cotracker3_ros.tools.demo --frames 60 --check    # exit 1 unless tracks arrived
+    python -m cotracker3_ros.tools.demo --checkpoint scaled_online --resolution 384 512   # real weights
 
 Without ``--checkpoint`` the weights are untrained: the tracks are noise and the node says so. The
 untrained default also uses a tiny architecture (`DEMO_ARCH`) so that the demo runs in real time on a
@@ -35,8 +35,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from .conversions import ns_to_time, rgb_to_image
-from .node import TrackerNode
+from ..conversions import ns_to_time, rgb_to_image
+from ..node import TrackerNode
 
 #: A tiny architecture for untrained CPU demos and tests (about 0.2 M parameters, ~100 frames/s at 64x96).
 DEMO_ARCH: dict[str, Any] = {
@@ -129,7 +129,7 @@ class TracksPrinter(Node):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m cotracker3_ros.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cotracker3_ros.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=200, help="frames the synthetic camera publishes (default 200)")
     p.add_argument("--rate", type=float, default=15.0, help="camera rate in Hz (default 15)")
     p.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"), help="camera image size")

@@ -1,6 +1,6 @@
 """``cotracker3-bag-eval``: score the tracker on rosbag2 clips with ground truth, without DDS.
 
-For each bag (one clip each, e.g. written by ``python -m cotracker3_ros.tapvid_to_bag``):
+For each bag (one clip each, e.g. written by ``python -m cotracker3_ros.tools.tapvid_to_bag``):
 
 - "first" mode runs the streaming engine exactly as ``tracker_node`` does: every image goes through the node's
   conversion (`conversions.message_to_rgb` on the rclpy message deserialised from the bag), is pushed with its
@@ -31,17 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
-from cotracker3_core.checkpoint import build_model, save_checkpoint
-from cotracker3_core.predictor import CoTrackerPredictor
-from cotracker3_core.streaming import FrameTracks, StreamingTracker, resolve_device
-
-from .bag_tools import BagClip, CliHelpFormatter, find_bags, read_clip_bag, safe_name
-from .conversions import message_to_rgb, time_to_ns
-from .eval_report import comparison_image, pick_frames, summarize_latency, write_png, write_reports
-from .eval_scoring import (
+from cotracker3_core.evaluation.scoring import (
     FrameOutput,
     Predictions,
     Queries,
@@ -50,8 +42,22 @@ from .eval_scoring import (
     score_clip,
     strided_queries,
 )
-from .node import NODE_NAME, parse_arch, stream_config_from_params
-from .params import PARAMS, PARAMS_BY_NAME
+from cotracker3_core.predictor import CoTrackerPredictor
+from cotracker3_core.session import TrackingSession
+from cotracker3_core.streaming import FrameTracks, StreamingTracker, resolve_device
+
+from ..conversions import message_to_rgb, time_to_ns
+from ..params import stream_config_from_params
+from .bag_tools import BagClip, CliHelpFormatter, find_bags, read_clip_bag, safe_name
+from .eval_report import (
+    comparison_image,
+    pick_frames,
+    run_report_command,
+    summarize_latency,
+    write_png,
+    write_reports,
+)
+from .settings import MODEL_PARAMS, add_model_arguments, materialize_weights, model_values, read_params_file
 
 __all__ = [
     "add_model_arguments",
@@ -66,116 +72,6 @@ __all__ = [
 
 PROG = "cotracker3-bag-eval"
 MODES = ("first", "strided")
-#: Node parameters the evaluations set themselves (what is tracked, how it is delivered); every other node
-#: parameter shapes the tracker and is passed on unchanged, so a parameter added to the node later reaches both
-#: evaluations the same way.
-DELIVERY_PARAMS = frozenset(
-    {"grid_size", "grid_query_frame", "mask_grid_size", "queue_size", "publish_refined", "compressed",
-     "debug_image", "diagnostics_period"}
-)  # fmt: skip
-#: Node parameters that shape the tracks (the model and the engine), in the node's order.
-MODEL_PARAMS = tuple(p.name for p in PARAMS if p.name not in DELIVERY_PARAMS)
-
-
-# --- model settings (shared with replay_eval) -----------------------------------------------------------------
-
-
-def read_params_file(path: str | Path) -> dict[str, Any]:
-    """The tracker node's parameters from a ROS parameters YAML (sections ``/**/tracker_node``, ``tracker_node``,
-    ``/**`` ... with ``ros__parameters``); keys that are not node parameters (``qos_overrides``) are ignored.
-
-    Raises:
-        ValueError: unreadable file, no section for the node, or a value of the wrong type.
-    """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read parameters file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a ROS parameters file (top level must be a mapping of node names)")
-    values: dict[str, Any] = {}
-    matched = False
-    for key, section in data.items():
-        last = str(key).rstrip("/").split("/")[-1]
-        if last not in (NODE_NAME, "**") or not isinstance(section, dict):
-            continue
-        params = section.get("ros__parameters")
-        if isinstance(params, dict):
-            matched = True
-            values.update({k: v for k, v in params.items() if k in PARAMS_BY_NAME})
-    if not matched:
-        raise ValueError(f"{path}: no 'ros__parameters' for {NODE_NAME} (sections: {', '.join(map(str, data))})")
-    for name, value in values.items():
-        default = PARAMS_BY_NAME[name].default
-        ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
-        if isinstance(default, bool) != isinstance(value, bool):
-            ok = False
-        if not ok:
-            raise ValueError(f"{path}: parameter {name} must be {type(default).__name__}, got {value!r}")
-    return values
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model (the tracker node's parameters; flags override --params-file)")
-    group.add_argument("--params-file", type=Path, help="the node's parameters YAML, e.g. config/tracker.yaml")
-    group.add_argument(
-        "--checkpoint", help="weights: .pth file, official name or URL; '' = seeded untrained weights (--seed)"
-    )
-    group.add_argument("--arch", help="architecture overrides, YAML/JSON mapping, e.g. '{latent_dim: 32}'")
-    group.add_argument("--seed", type=int, default=0, help="seed of untrained weights (no checkpoint); default 0")
-    group.add_argument("--model-resolution", type=int, nargs=2, metavar=("H", "W"))
-    group.add_argument("--window-len", type=int)
-    group.add_argument("--step", type=int, help="frames between two windows: 1, 2, 4 or 8 (node default 8)")
-    group.add_argument("--iters", type=int)
-    group.add_argument("--visibility-threshold", type=float)
-    group.add_argument("--device", help="auto, cpu, cuda, cuda:<i>")
-    group.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
-
-
-def model_values(args: argparse.Namespace) -> dict[str, Any]:
-    """Node parameter values: defaults <- ``--params-file`` <- flags. Raises ValueError on bad values."""
-    values = {p.name: p.default for p in PARAMS}
-    if args.params_file is not None:
-        values.update(read_params_file(args.params_file))
-    flags = {
-        "checkpoint": args.checkpoint,
-        "arch": args.arch,
-        "model_resolution": list(args.model_resolution) if args.model_resolution else None,
-        "window_len": args.window_len,
-        "step": args.step,
-        "iters": args.iters,
-        "visibility_threshold": args.visibility_threshold,
-        "device": args.device,
-        "precision": args.precision,
-    }
-    values.update({k: v for k, v in flags.items() if v is not None})
-    stream_config_from_params(values)  # validates
-    return values
-
-
-def materialize_weights(values: Mapping[str, Any], seed: int, folder: Path) -> tuple[dict[str, Any], str]:
-    """With no checkpoint, build seeded untrained weights of the configured architecture and save them, so that
-    every side (this process, the node process, the offline predictor) loads identical weights.
-
-    Returns the values with ``checkpoint`` set (and ``arch`` emptied: the checkpoint carries it) and a
-    description of the weights for reports.
-    """
-    values = dict(values)
-    if values["checkpoint"]:
-        return values, str(values["checkpoint"])
-    torch.manual_seed(seed)
-    model = build_model(
-        "online",
-        window_len=int(values["window_len"]),
-        model_resolution=tuple(int(v) for v in values["model_resolution"]),
-        **parse_arch(values["arch"]),
-    )
-    path = save_checkpoint(folder / f"untrained_seed{seed}.pth", model, untrained_seed=seed)
-    values["checkpoint"], values["arch"] = str(path), ""
-    return values, f"UNTRAINED (seed {seed}): scores are meaningless, for plumbing checks only"
-
-
 # --- the streaming run, as the node does it ---------------------------------------------------------------------
 
 
@@ -196,25 +92,28 @@ class StreamRun:
 
 
 def run_stream(clip: BagClip, tracker: StreamingTracker, queries: Queries, progress: bool = True) -> StreamRun:
-    """Play ``clip`` through ``tracker`` as the node does (see the module docstring)."""
+    """Play ``clip`` through ``tracker`` as the node does (see the module docstring), through the same session
+    layer the node drives the engine with."""
     tracker.reset()
+    session = TrackingSession(tracker)
     run = StreamRun()
     for index in tqdm(range(clip.num_frames), desc=f"{clip.name} (stream)", unit="frame", disable=not progress):
         msg = clip.image_message(index)
-        rgb = message_to_rgb(msg)
         stamp = time_to_ns(msg.header.stamp)
-        start = time.perf_counter()
-        emitted = tracker.push(rgb, stamp)
-        elapsed = time.perf_counter() - start
-        if emitted:
-            run.step_latency_s.append(elapsed)
-        run.record(emitted)
+        step = session.push(message_to_rgb(msg), stamp)
+        if step.restart is not None:
+            raise ValueError(f"{clip.name}: frame {index} broke the stream: {step.restart.reason}")
+        if step.rejected is not None:
+            raise step.rejected
+        if step.emitted:
+            run.step_latency_s.append(step.push_s)
+        run.record([item.tracks for item in step.emitted])
         chosen = queries.on_frame(index)
         if chosen.size:
             # float32, as the AddPoints service carries them.
             xy = queries.xy[chosen].astype(np.float32)
             tracker.add_queries(xy, stamp=stamp, ids=[int(i) for i in queries.ids[chosen]])
-    run.record(tracker.flush())
+    run.record([item.tracks for item in session.finish()])
     return run
 
 
@@ -380,17 +279,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        report = evaluate(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    print(report["files"]["markdown"].read_text())
-    print(f"wrote {report['files']['json']} and {report['files']['markdown']}", file=sys.stderr)
-    return 0
-
+    return run_report_command(PROG, evaluate, build_parser().parse_args(argv))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,10 @@
 """Convert TAP-Vid / RoboTAP pickles into rosbag2 bags, one bag per clip, for the bag and replay evaluations.
 
-    python -m cotracker3_ros.tapvid_to_bag robotap_split0.pkl bags/ --fps 15
-    python -m cotracker3_ros.tapvid_to_bag tapvid_davis.pkl bags/ --clips bear dog --storage sqlite3
+    python -m cotracker3_ros.tools.tapvid_to_bag robotap_split0.pkl bags/ --fps 15
+    python -m cotracker3_ros.tools.tapvid_to_bag tapvid_davis.pkl bags/ --clips bear dog --storage sqlite3
 
 Each clip becomes ``OUT/<clip name>/`` (a rosbag2 folder): camera images, CameraInfo and the ground truth as a
-``cotracker3_msgs/msg/Tracks`` topic (layout: `cotracker3_ros.bag_tools`). ``--sidecar`` also writes the ground
+``cotracker3_msgs/msg/Tracks`` topic (layout: `cotracker3_ros.tools.bag_tools`). ``--sidecar`` also writes the ground
 truth as ``OUT/<clip name>.gt.npz``, for tools that read it beside the bag (``cotracker3-bag-eval --gt``).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cotracker3_core.evaluation.ground_truth import GroundTruth, write_sidecar_ground_truth
 from cotracker3_core.evaluation.tapvid_datasets import load_tapvid_pickle
 
 from .bag_tools import (
@@ -31,14 +32,12 @@ from .bag_tools import (
     STORAGES,
     BagWriteOptions,
     CliHelpFormatter,
-    GroundTruth,
     frame_stamps,
     safe_name,
     write_clip_bag,
-    write_sidecar_ground_truth,
 )
 
-PROG = "python -m cotracker3_ros.tapvid_to_bag"
+PROG = "python -m cotracker3_ros.tools.tapvid_to_bag"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,19 +3,22 @@ of predicted tracks next to the ground truth (OpenCV)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from .bag_tools import GroundTruth
-from .debug_image import id_colours
-from .eval_scoring import Predictions, Queries
+from cotracker3_core.evaluation.ground_truth import GroundTruth
+from cotracker3_core.evaluation.scoring import Predictions, Queries
+
+from ..debug_image import id_colours
 
 __all__ = ["comparison_image", "markdown_report", "mean_row", "summarize_latency", "write_reports"]
 
@@ -232,3 +235,21 @@ def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise ValueError(f"could not write {path}")
     return path
+
+
+def run_report_command(
+    prog: str,
+    evaluate: Callable[[argparse.Namespace], dict[str, Any]],
+    args: argparse.Namespace,
+    errors: tuple[type[Exception], ...] = (ValueError, FileNotFoundError),
+) -> int:
+    """The end of an evaluation command: run it, print the Markdown report (stdout) and where the files went
+    (stderr); an expected error is one line on stderr and exit code 2."""
+    try:
+        report = evaluate(args)
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(report["files"]["markdown"].read_text())
+    print(f"wrote {report['files']['json']} and {report['files']['markdown']}", file=sys.stderr)
+    return 0

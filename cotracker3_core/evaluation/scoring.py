@@ -20,15 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from cotracker3_core.evaluation.metrics import (
-    compute_tapvid_metrics,
-    pixels_to_raster,
-    query_points_to_raster,
-    summarize,
-)
-from cotracker3_core.evaluation.tapvid_datasets import DEFAULT_QUERY_STRIDE
-
-from .bag_tools import GroundTruth
+from .ground_truth import GroundTruth
+from .metrics import compute_tapvid_metrics, pixels_to_raster, query_points_to_raster, summarize
+from .queries import DEFAULT_QUERY_STRIDE, sample_query_tracks
 
 __all__ = [
     "FrameOutput",
@@ -63,6 +57,12 @@ class Queries:
     def count(self) -> int:
         return int(self.rows.size)
 
+    def raster_points(self, size_hw: tuple[int, int]) -> np.ndarray:
+        """(Q, 3) (t, y, x) query points in the 256x256 TAP-Vid raster, from images of size `size_hw` (H, W)."""
+        height, width = size_hw
+        points = np.stack([self.frames.astype(np.float64), self.xy[:, 1], self.xy[:, 0]], axis=-1)
+        return query_points_to_raster(points, width, height)
+
     def on_frame(self, frame: int) -> np.ndarray:
         """Indices of the queries placed on ``frame``."""
         return np.flatnonzero(self.frames == frame)
@@ -70,22 +70,17 @@ class Queries:
 
 def first_queries(gt: GroundTruth) -> Queries:
     """One query per track at its first visible frame; tracks never visible are left out."""
-    visible = ~gt.occluded
-    rows = np.flatnonzero(visible.any(axis=1)).astype(np.int64)
-    frames = np.argmax(visible[rows], axis=1).astype(np.int64)
-    xy = gt.points_px[rows, frames]
-    return Queries("first", rows, gt.track_ids[rows], frames, xy)
+    return _queries(gt, "first", DEFAULT_QUERY_STRIDE)
 
 
 def strided_queries(gt: GroundTruth, stride: int = DEFAULT_QUERY_STRIDE) -> Queries:
     """On frames 0, stride, 2 stride, ...: one query per track visible there, ordered by frame then track."""
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    sampled = np.arange(0, gt.num_frames, stride)
-    frame_pos, rows = np.nonzero((~gt.occluded)[:, sampled].T)
-    frames = sampled[frame_pos].astype(np.int64)
-    rows = rows.astype(np.int64)
-    return Queries("strided", rows, gt.track_ids[rows], frames, gt.points_px[rows, frames])
+    return _queries(gt, "strided", stride)
+
+
+def _queries(gt: GroundTruth, mode: str, stride: int) -> Queries:
+    rows, frames = sample_query_tracks(gt.occluded, mode, stride)
+    return Queries(mode, rows, gt.track_ids[rows], frames, gt.points_px[rows, frames])
 
 
 @dataclass(eq=False)
@@ -166,9 +161,8 @@ def score_clip(gt: GroundTruth, queries: Queries, pred: Predictions, size_hw: tu
         raise ValueError(f"no query to score: no ground-truth track is visible ({queries.mode} mode)")
     height, width = size_hw
     gt_xy = gt.points_px[queries.rows]
-    query_points = np.stack([queries.frames.astype(np.float64), queries.xy[:, 1], queries.xy[:, 0]], axis=-1)
     metrics = compute_tapvid_metrics(
-        query_points_to_raster(query_points, width, height)[None],
+        queries.raster_points(size_hw)[None],
         gt.occluded[queries.rows][None],
         pixels_to_raster(gt_xy, width, height)[None],
         (~pred.visible)[None],

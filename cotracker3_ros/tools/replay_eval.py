@@ -32,282 +32,57 @@ import argparse
 import os
 import queue
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
-from cotracker3_msgs.msg import Tracks
 from cotracker3_msgs.srv import AddPoints
-from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.srv import GetParameters
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.parameter import parameter_value_to_python
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from std_srvs.srv import Trigger
 from tqdm import tqdm
 
-from cotracker3_core.streaming import StreamingTracker
+from cotracker3_core.evaluation.scoring import FrameOutput, Queries, first_queries, predictions_from_outputs, score_clip
+from cotracker3_core.streaming import NO_FRAME_YET, NOT_IN_WINDOW, StreamingTracker
+from cotracker3_core.windows import frames_emitted
 
+from .. import diagnostics as diag
+from ..conversions import ns_to_time
+from ..params import stream_config_from_params
 from .bag_eval import (
-    MODEL_PARAMS,
     add_input_arguments,
-    add_model_arguments,
     add_output_arguments,
     clip_result,
-    materialize_weights,
-    model_values,
     read_bag,
     run_stream,
     write_clip_outputs,
 )
 from .bag_tools import BagClip, CliHelpFormatter, find_bags
-from .conversions import ns_to_time, time_to_ns, tracks_msg_arrays
-from .eval_report import summarize_latency, write_reports
-from .eval_scoring import FrameOutput, Queries, first_queries, predictions_from_outputs, score_clip
-from .node import NODE_NAME, stream_config_from_params
+from .eval_report import run_report_command, summarize_latency, write_reports
+from .node_peer import LOCKSTEP_QUEUE_SIZE, NodeProcess, ReplayPeer, default_node_command, node_ros_args
+from .settings import MODEL_PARAMS, add_model_arguments, materialize_weights, model_values
 
 __all__ = ["NodeProcess", "ReplayPeer", "build_parser", "evaluate", "main", "replay_clip"]
 
 PROG = "cotracker3-replay-eval"
 PACES = ("lockstep", "realtime")
 DEFAULT_NAMESPACE = "/cotracker3_eval"
-#: Node queue size in lockstep mode: the most the node accepts (params.py), so nothing in flight is dropped.
-LOCKSTEP_QUEUE_SIZE = 100
 RETRY_PERIOD_S = 0.005
+#: The node's diagnostic totals a replay reports, by the name the report gives them.
+_COUNTERS = {
+    "frames received": diag.RECEIVED_TOTAL,
+    "dropped frames": diag.DROPPED_TOTAL,
+    "rejected frames": diag.REJECTED_TOTAL,
+    "frames published": diag.PUBLISHED_TOTAL,
+}
 #: Answers of add_points that mean "the image is not in the engine yet": repeat the call.
-_NOT_YET = ("not a frame in the window", "no frame received yet")
-
-
-# --- the node process --------------------------------------------------------------------------------------
-
-
-def default_node_command() -> list[str]:
-    """``python -m cotracker3_ros.node`` with this interpreter: the node runs the code this tool imports."""
-    return [sys.executable, "-m", "cotracker3_ros.node"]
-
-
-@dataclass
-class NodeProcess:
-    """A tracker node process started by this tool, its output going to ``log_path``."""
-
-    process: subprocess.Popen
-    log_path: Path
-
-    @classmethod
-    def start(
-        cls, command: Sequence[str], ros_args: Sequence[str], env: Mapping[str, str], log_path: Path
-    ) -> NodeProcess:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [*command, "--ros-args", *ros_args], env=dict(env), stdout=log, stderr=subprocess.STDOUT
-            )
-        return cls(process, log_path)
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout_s: float = 15.0) -> int:
-        """SIGINT (the node shuts down cleanly), then SIGKILL after ``timeout_s``; returns the exit code."""
-        if self.alive:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
-
-
-def node_ros_args(
-    values: Mapping[str, Any],
-    *,
-    params_file: Path | None,
-    namespace: str,
-    image_topic: str,
-    compressed: bool,
-    queue_size: int,
-    use_sim_time: bool,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The node's ``--ros-args``: the parameters file, then every model parameter explicitly, no automatic grid,
-    a reliable deep input (QoS override on the remapped image topic) and a deep tracks publisher."""
-    args: list[str] = []
-    if params_file is not None:
-        args += ["--params-file", str(params_file)]
-    node_topic = "image/compressed" if compressed else "image"
-    args += ["-r", f"__ns:={namespace}", "-r", f"{node_topic}:={image_topic}"]
-
-    def param(name: str, value: Any) -> None:
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str):
-            text = "'" + value.replace("'", "''") + "'"  # a YAML single-quoted string
-        elif isinstance(value, (list, tuple)):
-            text = "[" + ",".join(str(v) for v in value) + "]"
-        else:
-            text = repr(value)
-        args.extend(["-p", f"{name}:={text}"])
-
-    for name in MODEL_PARAMS:
-        param(name, values[name])
-    param("grid_size", 0)
-    param("compressed", compressed)
-    param("publish_refined", False)
-    param("queue_size", int(queue_size))
-    param("diagnostics_period", 0.2)
-    if use_sim_time:
-        param("use_sim_time", True)
-    tracks_topic = f"{namespace.rstrip('/')}/tracks"
-    args += [
-        "-p", f"qos_overrides.{image_topic}.subscription.reliability:=reliable",
-        "-p", f"qos_overrides.{image_topic}.subscription.depth:={LOCKSTEP_QUEUE_SIZE}",
-        "-p", f"qos_overrides.{tracks_topic}.publisher.depth:=1000",
-        "-p", f"qos_overrides.{tracks_topic}.publisher.reliability:=reliable",
-    ]  # fmt: skip
-    return [*args, *extra]
-
-
-# --- this tool's side of DDS -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    """One ``tracks`` message: the image stamp, the estimate and its arrival time (monotonic)."""
-
-    stamp: int
-    output: FrameOutput
-    arrival: float
-
-
-class ReplayPeer:
-    """An rclpy node in its own context, spun by a background thread: publishes images (and /clock), calls the
-    tracker's services, records its ``tracks`` and ``/diagnostics``."""
-
-    def __init__(self, domain_id: int, namespace: str, image_topic: str, image_class: type, clock: bool) -> None:
-        self.namespace = namespace.rstrip("/") or ""
-        self.process: NodeProcess | None = None  # set when this tool started the node: waits watch it
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = Node("cotracker3_replay_eval", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        reliable = QoSProfile(depth=LOCKSTEP_QUEUE_SIZE, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_pub = self.node.create_publisher(image_class, image_topic, reliable)
-        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10) if clock else None
-        deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        self._lock = threading.Lock()
-        self.received: list[Received] = []
-        self.diagnostics: list[tuple[float, dict[str, str]]] = []
-        self.tracks_sub = self.node.create_subscription(Tracks, f"{self.namespace}/tracks", self._on_tracks, deep)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.add_points = self.node.create_client(AddPoints, f"{self.namespace}/add_points")
-        self.reset = self.node.create_client(Trigger, f"{self.namespace}/reset")
-        self.get_parameters = self.node.create_client(GetParameters, f"{self.namespace}/{NODE_NAME}/get_parameters")
-        self._spinner = threading.Thread(target=self._spin, name="replay_eval_spin", daemon=True)
-        self._spinner.start()
-
-    # -- callbacks (spinner thread) --
-
-    def _on_tracks(self, msg: Tracks) -> None:
-        arrival = time.monotonic()
-        item = Received(time_to_ns(msg.header.stamp), FrameOutput.from_arrays(tracks_msg_arrays(msg)), arrival)
-        with self._lock:
-            self.received.append(item)
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        name = f"{self.namespace}/{NODE_NAME}: tracking"
-        for status in msg.status:
-            if status.name == name:
-                with self._lock:
-                    self.diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in status.values}))
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context shutting down under us
-                if self.context.ok():
-                    raise
-
-    # -- helpers for the main thread --
-
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.005) -> bool:
-        """Poll ``predicate`` until true or ``timeout_s``; raises at once if the node process (when this tool
-        started it) has exited."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            if self.process is not None and not self.process.alive:
-                raise RuntimeError(
-                    f"the tracker node exited with {self.process.process.returncode}:\n{self.process.log_tail()}"
-                )
-            time.sleep(period_s)
-        return predicate()
-
-    def call(self, client: Any, request: Any, timeout_s: float) -> Any:
-        if not self.wait_for(client.service_is_ready, timeout_s, 0.02):
-            raise RuntimeError(f"service {client.srv_name} is not available")
-        future = client.call_async(request)
-        if not self.wait_for(future.done, timeout_s, 0.001):
-            raise RuntimeError(f"no answer from {client.srv_name} within {timeout_s:.0f} s")
-        return future.result()
-
-    def received_since(self, start: int) -> list[Received]:
-        with self._lock:
-            return self.received[start:]
-
-    def received_count(self) -> int:
-        with self._lock:
-            return len(self.received)
-
-    def diagnostics_after(self, when: float) -> dict[str, str] | None:
-        with self._lock:
-            later = [values for at, values in self.diagnostics if at > when]
-        return later[-1] if later else None
-
-    def diagnostics_between(self, start: float, end: float) -> list[dict[str, str]]:
-        with self._lock:
-            return [values for at, values in self.diagnostics if start < at <= end]
-
-    def wait_diagnostics(self, after: float, timeout_s: float) -> dict[str, str]:
-        if not self.wait_for(lambda: self.diagnostics_after(after) is not None, timeout_s, 0.01):
-            raise RuntimeError(f"no /diagnostics from {self.namespace}/{NODE_NAME} within {timeout_s:.0f} s")
-        values = self.diagnostics_after(after)
-        assert values is not None
-        return values
-
-    def node_parameters(self, names: Sequence[str], timeout_s: float) -> dict[str, Any]:
-        response = self.call(self.get_parameters, GetParameters.Request(names=list(names)), timeout_s)
-        return {n: parameter_value_to_python(v) for n, v in zip(names, response.values, strict=True)}
-
-    def close(self) -> None:
-        rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=5)
-        self.executor.shutdown()
-        self.node.destroy_node()
+_NOT_YET = (NOT_IN_WINDOW, NO_FRAME_YET)
 
 
 # --- one clip ----------------------------------------------------------------------------------------------
@@ -324,21 +99,6 @@ class ReplayRun:
     refused_queries: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     node_step_latency_ms: dict[str, float | None] = field(default_factory=dict)
-
-
-def emitted_before_flush(pushed: int, window_len: int, step: int) -> int:
-    """Frames whose first estimate the node has published once ``pushed`` frames went in (no reset): none
-    until a window is full, then every frame up to the last one that completed a window (docs/ros.md)."""
-    if pushed < window_len:
-        return 0
-    return window_len + step * ((pushed - window_len) // step)
-
-
-def _counter(values: Mapping[str, str], key: str) -> int:
-    try:
-        return int(values.get(key, "0"))
-    except ValueError:
-        return 0
 
 
 def _add_queries(
@@ -441,15 +201,15 @@ def replay_clip(
     # still queued: call it once every image has been received and taken from the queue and, in lockstep (nothing
     # dropped), once the tracks of every window-completing image are out, so that at most step - 1 encodings
     # remain when the reset comes.
-    base_received = _counter(start_values, "frames received (total)")
-    expected = emitted_before_flush(run.published, window_len, step) if pace == "lockstep" else 0
+    base_received = diag.counter(start_values, diag.RECEIVED_TOTAL)
+    expected = frames_emitted(run.published, window_len, step) if pace == "lockstep" else 0
 
     def settled() -> bool:
         values = peer.diagnostics_after(reset_at)
         if values is None or tracked() < expected:
             return False
-        received = _counter(values, "frames received (total)") - base_received
-        return received >= run.published and values.get("queue depth", "0/").split("/")[0] == "0"
+        received = diag.counter(values, diag.RECEIVED_TOTAL) - base_received
+        return received >= run.published and values.get(diag.QUEUE_DEPTH, "0/").split("/")[0] == "0"
 
     if not peer.wait_for(settled, timeout_s, 0.01):
         raise RuntimeError(
@@ -475,25 +235,17 @@ def replay_clip(
         if item.arrival < flush_at:
             run.lag_s.append(item.arrival - published_at[item.stamp])
     run.counters = {
-        key: _counter(end_values, f"{key} (total)") - _counter(start_values, f"{key} (total)")
-        for key in ("frames received", "dropped frames", "rejected frames", "frames published")
+        name: diag.counter(end_values, key) - diag.counter(start_values, key)
+        for name, key in _COUNTERS.items()
     }
     periods = peer.diagnostics_between(reset_at, time.monotonic())
-    means = [float(v["step latency mean (ms)"]) for v in periods if _is_number(v.get("step latency mean (ms)"))]
-    maxes = [float(v["step latency max (ms)"]) for v in periods if _is_number(v.get("step latency max (ms)"))]
+    means = [float(v[diag.STEP_LATENCY_MEAN]) for v in periods if diag.is_number(v.get(diag.STEP_LATENCY_MEAN))]
+    maxes = [float(v[diag.STEP_LATENCY_MAX]) for v in periods if diag.is_number(v.get(diag.STEP_LATENCY_MAX))]
     run.node_step_latency_ms = {
         "mean_ms": float(np.mean(means)) if means else None,
         "max_ms": float(np.max(maxes)) if maxes else None,
     }
     return run
-
-
-def _is_number(text: str | None) -> bool:
-    try:
-        float(text or "")
-    except ValueError:
-        return False
-    return True
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -544,7 +296,7 @@ def _child_env(domain_id: int, localhost: bool, threads: int) -> dict[str, str]:
     if threads > 0:
         env["OMP_NUM_THREADS"] = str(threads)
     # `python -m cotracker3_ros.node` must import this very package (a working tree or an install).
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env
 
@@ -718,16 +470,8 @@ def _wait_ready(peer: ReplayPeer, process: NodeProcess | None, timeout_s: float)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        report = evaluate(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    print(report["files"]["markdown"].read_text())
-    print(f"wrote {report['files']['json']} and {report['files']['markdown']}", file=sys.stderr)
-    return 0
-
+    errors = (ValueError, FileNotFoundError, RuntimeError)
+    return run_report_command(PROG, evaluate, build_parser().parse_args(argv), errors)
 
 if __name__ == "__main__":
     sys.exit(main())

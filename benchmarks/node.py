@@ -8,8 +8,8 @@ serialises and delivers), and checks the target of the performance issue: image 
 + publish at most 1 ms per frame for 1,024 points. Taking the image from DDS (deserialisation) and the
 resize are reported beside it; the resize is part of the engine's step (``frame_to_tensor``).
 
-    cotracker3-bench-node --markdown --check                  # 1,024 points, 480x640 rgb8, 500 frames
-    cotracker3-bench-node --encoding bgr8 --camera 720x1280 --json node.json
+    python -m benchmarks.node --markdown --check                  # 1,024 points, 480x640 rgb8, 500 frames
+    python -m benchmarks.node --encoding bgr8 --camera 720x1280 --json node.json
 """
 
 from __future__ import annotations
@@ -31,10 +31,16 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from cotracker3_core.bench import emit_result, machine_info, parse_resolution, summary_ms
 from cotracker3_core.streaming import FrameTracks, frame_to_tensor
+from cotracker3_ros.conversions import (
+    SUPPORTED_ENCODINGS,
+    frame_tracks_to_msg,
+    message_to_rgb,
+    ns_to_time,
+    rgb_to_image,
+)
 
-from .conversions import SUPPORTED_ENCODINGS, frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image
+from .common import emit_result, machine_info, parse_resolution, summary_ms
 
 SCHEMA = "cotracker3-bench-node/1"
 TARGET_MS = 1.0  # image conversion + message fill + publish, per frame (median)
@@ -188,7 +194,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="cotracker3-bench-node",
+        prog="python -m benchmarks.node",
         description="Time the node's per-frame work outside the engine (image conversion, resize, Tracks fill, "
         "publish) over real rclpy and DDS.",
     )
