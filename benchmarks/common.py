@@ -193,6 +193,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "avx512_bf16": "avx512_bf16" in flags.split(),
+        "native_bf16": bool({"avx512_bf16", "amx_bf16"} & set(flags.split())),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .checkpoint import inference_settings
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEPS = (1, 2, 4, 8)
+
+#: Settings a checkpoint may recommend, with the library's value when neither the caller nor the checkpoint
+#: sets them (the official online model's: 384x512, window 16, step 8, 6 iterations, threshold 0.6).
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "model_resolution": (384, 512),
+    "window_len": 16,
+    "step": 8,
+    "iters": 6,
+    "visibility_threshold": 0.6,
+    "motion_init": False,
+}
 
 
 @dataclass
@@ -17,7 +31,8 @@ class StreamConfig:
     """Settings of a streaming tracker (the ROS node's parameters mirror these).
 
     Args:
-        checkpoint: local file, official name ("scaled_online") or URL; None gives untrained weights.
+        checkpoint: a shipped name ("lite"), local file, official name ("scaled_online") or URL; None gives
+            untrained weights.
         device: "auto" (CUDA when present), "cuda" or "cpu".
         precision: "fp32", or "bf16"/"fp16" autocast.
         model_resolution: (H, W) frames are resized to.
@@ -28,34 +43,60 @@ class StreamConfig:
         arch: architecture overrides (small models for tests and small robots).
         motion_init: start each window's new frames from the tracks' recent motion (constant velocity over
             the last carried frames) instead of repeating their last position. Off by default (as trained);
-            may help fast motion with small steps. Not validated for accuracy here: no trained weights.
+            its accuracy effect for ``lite`` is in docs/models.md.
         compile: wrap the window refinement in `torch.compile` (fixed shapes: it recompiles when the number
             of queries changes). Meant for CUDA; off by default.
+
+    ``model_resolution``, ``window_len``, ``step``, ``iters``, ``visibility_threshold`` and ``motion_init``
+    may be left unset (None): ``resolved()`` fills them from the checkpoint's recommended settings (ours
+    record them, e.g. ``lite``), else from ``DEFAULT_SETTINGS``. The engine always runs a resolved config.
     """
 
     checkpoint: str | None = None
     device: str = "auto"
     precision: str = "fp32"
-    model_resolution: tuple[int, int] = (384, 512)
-    window_len: int = 16
-    step: int = 8
-    iters: int = 6
-    visibility_threshold: float = 0.6
+    model_resolution: tuple[int, int] | None = None
+    window_len: int | None = None
+    step: int | None = None
+    iters: int | None = None
+    visibility_threshold: float | None = None
     arch: dict[str, Any] = field(default_factory=dict)
-    motion_init: bool = False
+    motion_init: bool | None = None
     compile: bool = False
 
     def __post_init__(self) -> None:
-        self.model_resolution = tuple(int(v) for v in self.model_resolution)
+        if self.model_resolution is not None:
+            self.model_resolution = tuple(int(v) for v in self.model_resolution)
+            if len(self.model_resolution) != 2 or min(self.model_resolution) <= 0:
+                raise ValueError(f"model_resolution must be (height, width) > 0, got {self.model_resolution}")
         if self.device not in ("auto", "cuda", "cpu") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be auto, cuda or cpu, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
-        if self.step not in STEPS or self.step > self.window_len // 2:
+        if self.window_len is not None and self.window_len < 2:
+            raise ValueError(f"window_len must be >= 2, got {self.window_len}")
+        if self.step is not None and (
+            self.step not in STEPS or (self.window_len is not None and self.step > self.window_len // 2)
+        ):
             raise ValueError(f"step must be one of {STEPS} and at most window_len/2, got {self.step}")
-        if self.iters < 1:
+        if self.iters is not None and self.iters < 1:
             raise ValueError(f"iters must be >= 1, got {self.iters}")
-        check_threshold(self.visibility_threshold)
+        if self.visibility_threshold is not None:
+            check_threshold(self.visibility_threshold)
+
+    def resolved(self, recommended: Mapping[str, Any] | None = None) -> StreamConfig:
+        """A copy with every unset setting filled: the caller's value wins, then the checkpoint's
+        recommendation (``recommended``, read from the checkpoint when None), then ``DEFAULT_SETTINGS``."""
+        unset = [name for name in DEFAULT_SETTINGS if getattr(self, name) is None]
+        if not unset:
+            return self
+        if recommended is None:
+            recommended = inference_settings(self.checkpoint)
+        values = {name: recommended.get(name, DEFAULT_SETTINGS[name]) for name in unset}
+        if "step" in values and "step" not in recommended:  # the library default, within half the window
+            window = values.get("window_len", self.window_len)
+            values["step"] = min(DEFAULT_SETTINGS["step"], max(1, window // 2))
+        return dataclasses.replace(self, **values)
 
 
 def check_threshold(value: float) -> float:

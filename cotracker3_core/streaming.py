@@ -12,6 +12,7 @@ State is bounded by the window, however long the stream runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -173,7 +174,14 @@ class StreamingTracker:
     """
 
     def __init__(self, model: CoTracker3, config: StreamConfig | None = None, untrained: bool = False) -> None:
-        self.config = config or StreamConfig(model_resolution=model.config.model_resolution)
+        config = config or StreamConfig()
+        # What the model fixes (its window, its resolution) fills the unset fields first; the rest resolves
+        # from the checkpoint's recommendation or the library defaults.
+        if config.window_len is None:
+            config = dataclasses.replace(config, window_len=model.window_len)
+        if config.model_resolution is None:
+            config = dataclasses.replace(config, model_resolution=model.config.model_resolution)
+        self.config = config.resolved()
         if model.config.mode != "online":
             raise ValueError("the streaming tracker needs an online-mode model")
         if self.config.step > model.window_len // 2:
@@ -187,6 +195,8 @@ class StreamingTracker:
 
     @classmethod
     def from_config(cls, config: StreamConfig) -> StreamingTracker:
+        """Build the model and the tracker; unset settings take the checkpoint's recommendation."""
+        config = config.resolved()
         model = build_model(
             "online",
             checkpoint=config.checkpoint,

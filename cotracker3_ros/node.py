@@ -109,7 +109,7 @@ class TrackerNode(Node):
         self._checkpoint = values["checkpoint"]
 
         if tracker is None:
-            config = stream_config_from_params(values)
+            config = stream_config_from_params(values).resolved()
             self.get_logger().info(
                 f"loading CoTracker3: checkpoint={config.checkpoint or '(none: untrained)'} device={config.device} "
                 f"model_resolution={list(config.model_resolution)} window_len={config.window_len} "
@@ -125,7 +125,7 @@ class TrackerNode(Node):
         if tracker.untrained:
             self.get_logger().warning(
                 "UNTRAINED WEIGHTS: no checkpoint given, the published tracks are noise; set the 'checkpoint' "
-                "parameter (e.g. scaled_online) to track for real"
+                "parameter (the shipped default is lite) to track for real"
             )
         self.get_logger().info(f"tracker ready on {tracker.device}")
 

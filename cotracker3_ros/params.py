@@ -42,14 +42,18 @@ class ParamSpec:
 NODE_NAME = "tracker_node"
 
 _DEFAULTS = StreamConfig()
+#: Value of model_resolution, window_len, step and iters that leaves the setting to the checkpoint's
+#: recommendation (the shipped lite model records its own), else the library default (StreamConfig).
+UNSET = 0
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "checkpoint",
-        "",
-        "Weights: a local .pth file, an official name (scaled_online, baseline_online) or an http(s) URL, "
-        "downloaded once into ~/.cache/cotracker3. Empty: untrained random weights (plumbing tests only). "
-        "The official weights are licensed CC BY-NC 4.0 (non-commercial use only).",
+        "lite",
+        "Weights: lite (the project's own CPU-real-time model, shipped, Apache-2.0), a local .pth file, an "
+        "official name (scaled_online, baseline_online) or an http(s) URL, downloaded once into "
+        "~/.cache/cotracker3. Empty: untrained random weights of arch (plumbing tests only). The official "
+        "weights are licensed CC BY-NC 4.0 (non-commercial use only).",
     ),
     ParamSpec("device", _DEFAULTS.device, "Inference device.", constraints="auto, cpu, cuda or cuda:<index>"),
     ParamSpec(
@@ -60,22 +64,35 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "model_resolution",
-        list(_DEFAULTS.model_resolution),
-        "[height, width] every frame is resized to before the network; outputs are in input-image pixels.",
-        constraints="two positive integers, each a multiple of 4 (the encoder stride)",
+        [UNSET, UNSET],
+        "[height, width] every frame is resized to before the network; outputs are in input-image pixels. "
+        "[0, 0]: the checkpoint's recommendation (lite: [144, 192]), else [384, 512].",
+        constraints="[0, 0], or two positive integers, each a multiple of 4 (the encoder stride)",
     ),
-    ParamSpec("window_len", _DEFAULTS.window_len, "Frames per sliding window (16 as trained).", range=(4, 64)),
+    ParamSpec(
+        "window_len",
+        UNSET,
+        "Frames per sliding window. 0: the checkpoint's (lite: 8; official: 16).",
+        range=(0, 64),
+        constraints="0, or at least 4",
+    ),
     ParamSpec(
         "step",
-        _DEFAULTS.step,
-        "Frames between two windows: 8 as trained; 1, 2 or 4 for lower latency at more compute per frame.",
-        range=(1, 8),
-        constraints="1, 2, 4 or 8, and at most window_len / 2",
+        UNSET,
+        "Frames between two windows: 8 as the official model was trained; 1, 2 or 4 for lower latency at more "
+        "compute per frame. 0: the checkpoint's recommendation (lite: 4), else 8.",
+        range=(0, 8),
+        constraints="0, or 1, 2, 4 or 8 and at most window_len / 2",
     ),
-    ParamSpec("iters", _DEFAULTS.iters, "Refinement iterations per window.", range=(1, 16)),
+    ParamSpec(
+        "iters",
+        UNSET,
+        "Refinement iterations per window. 0: the checkpoint's recommendation (lite: 4), else 6.",
+        range=(0, 16),
+    ),
     ParamSpec(
         "visibility_threshold",
-        _DEFAULTS.visibility_threshold,
+        0.6,
         "A point is published as visible when visibility * confidence exceeds this. Tunable live.",
         read_only=False,
         range=(0.0, 1.0),
@@ -169,6 +186,10 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
     resolution = [int(v) for v in values["model_resolution"]]
     if len(resolution) != 2:
         raise ValueError(f"model_resolution must be [height, width], got {resolution}")
+
+    def setting(name: str) -> int | None:
+        return None if int(values[name]) == UNSET else int(values[name])
+
     arch = parse_arch(values["arch"])
     unknown = sorted(set(arch) - ARCH_FIELDS)
     if unknown:
@@ -177,10 +198,10 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
         checkpoint=values["checkpoint"] or None,
         device=values["device"],
         precision=values["precision"],
-        model_resolution=(resolution[0], resolution[1]),
-        window_len=int(values["window_len"]),
-        step=int(values["step"]),
-        iters=int(values["iters"]),
+        model_resolution=None if resolution == [UNSET, UNSET] else (resolution[0], resolution[1]),
+        window_len=setting("window_len"),
+        step=setting("step"),
+        iters=setting("iters"),
         visibility_threshold=float(values["visibility_threshold"]),
         arch=arch,
     )

@@ -135,6 +135,12 @@ def test_check_fails_on_a_missed_target():
     assert verdicts["fp32 engine vs fp32 re-encoding"] is False  # 1.2 < 1.5
     assert verdicts["bf16 engine vs fp32 re-encoding"] is True  # 12 / 4 = 3 >= 2.5
     assert verdicts["RSS growth"] is True
+    # On a CPU without bf16 instructions the bf16 target is reported but not decided.
+    emulated = {**result, "machine": {"device": "cpu", "avx512_bf16": False, "native_bf16": False}}
+    targets = {t["name"].split(",")[0]: t for t in report.evaluate_targets(emulated, quick=False)}
+    assert targets["bf16 engine vs fp32 re-encoding"]["passed"] is None
+    assert "no bf16 instructions" in targets["bf16 engine vs fp32 re-encoding"]["note"]
+    assert targets["fp32 engine vs fp32 re-encoding"]["passed"] is False
 
 
 def test_help_and_bad_arguments(capsys):
@@ -172,7 +178,7 @@ def test_initial_estimates_extrapolate_only_carried_coordinates():
 
 
 def test_motion_init_engine_runs_and_is_off_by_default():
-    assert StreamConfig().motion_init is False
+    assert StreamConfig().motion_init is None and StreamConfig().resolved().motion_init is False  # unset: off
     outputs = {}
     for motion_init in (False, True):
         torch.manual_seed(0)  # the same random weights for both runs

@@ -4,6 +4,7 @@ verified by their checksum, carrying their preset and recommended settings; dama
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,13 +44,24 @@ def test_lite_file_content_and_checksum() -> None:
 
 
 def test_lite_resolves_from_the_installed_package(tmp_path: Path) -> None:
-    # The colcon install (scripts/install.sh) puts the package on PYTHONPATH; run from elsewhere, without
-    # the checkout on sys.path, so the import can only come from the installed copy.
-    env = dict(os.environ)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
-    if not any((Path(p) / "cotracker3_core").is_dir() for p in paths):
-        pytest.skip("no installed cotracker3_core on PYTHONPATH (run from a shell that sourced scripts/env.sh)")
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    # A real (non-editable, non-symlinked) install of the package, built by pip from a copy of the sources,
+    # then used from another folder with nothing but that install on the path: the weights travel as
+    # package data and resolve there by name.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "package.xml", "resource", "launch", "config", "cotracker3_core",
+                 "cotracker3_ros"):
+        origin = REPO / name
+        if origin.is_dir():
+            shutil.copytree(origin, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif origin.exists():
+            shutil.copy2(origin, src / name)
+    site = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--no-compile", "--target", str(site), str(src)], capture_output=True, text=True,
+                           timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(site)}
     code = ("import cotracker3_core, cotracker3_core.hub as h; from cotracker3_core import build_model; "
             "m = build_model('online', checkpoint='lite'); print(cotracker3_core.__file__); "
             "print(h.resolve_checkpoint('lite'))")
@@ -57,8 +69,9 @@ def test_lite_resolves_from_the_installed_package(tmp_path: Path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     module_file, weights = out.stdout.split()
-    assert not Path(module_file).resolve().is_relative_to(REPO / "cotracker3_core")
-    assert Path(weights).is_file() and Path(weights).read_bytes() == SHIPPED.read_bytes()
+    assert Path(module_file).resolve().is_relative_to(site.resolve())
+    assert Path(weights).resolve().is_relative_to(site.resolve())
+    assert Path(weights).read_bytes() == SHIPPED.read_bytes()
 
 
 def test_altered_weights_are_refused(tmp_path: Path) -> None:

@@ -1,16 +1,15 @@
 """Self-contained demo of the tracker node: no camera, no network, no ``ros2`` CLI.
 
-One process runs three rclpy nodes over real DDS: a synthetic camera publishing a moving textured
-pattern on ``/demo/image``, the `TrackerNode` (a grid of queries on the first frame), and a
-subscriber that prints one line per tracked frame (stamp, number of points, share visible).
+One process runs three rclpy nodes over real DDS: a synthetic camera moving over a photograph (a CC0
+sample of scikit-image, or a generated texture without it) publishing on ``/demo/image``; the
+`TrackerNode` with its default weights (the shipped ``lite`` model) and a grid of queries on the first
+frame; and a checker that knows the camera's motion, so it prints, every second, the median error of the
+points in view against their true positions and the share within 4 px. At the end it writes a contact
+sheet (tracks drawn over frames, points coloured by id, invisible ones hollow) and prints its path.
 
-    python -m cotracker3_ros.tools.demo                        # untrained tiny model, 200 frames at 15 Hz
-    python -m cotracker3_ros.tools.demo --frames 60 --check    # exit 1 unless tracks arrived
-    python -m cotracker3_ros.tools.demo --checkpoint scaled_online --resolution 384 512   # real weights
-
-Without ``--checkpoint`` the weights are untrained: the tracks are noise and the node says so. The
-untrained default also uses a tiny architecture (`DEMO_ARCH`) so that the demo runs in real time on a
-CPU; a checkpoint brings its own (official) architecture.
+    python -m cotracker3_ros.tools.demo                      # lite, 200 frames of 320x240 at 15 Hz
+    python -m cotracker3_ros.tools.demo --frames 60 --check  # exit 1 when the median error is too large
+    python -m cotracker3_ros.tools.demo --checkpoint ''      # untrained tiny model: tracks are noise
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -35,7 +35,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ..conversions import ns_to_time, rgb_to_image
+from cotracker3_core.evaluation.warp_clips import CameraPath, WarpClipConfig, camera_path
+from cotracker3_core.queries import grid_points
+
+from ..conversions import ns_to_time, rgb_to_image, time_to_ns
 from ..node import TrackerNode
 
 #: A tiny architecture for untrained CPU demos and tests (about 0.2 M parameters, ~100 frames/s at 64x96).
@@ -51,8 +54,39 @@ DEMO_ARCH: dict[str, Any] = {
     "corr_hidden": 64,
     "corr_embed_dim": 32,
 }
+
+
 NAMESPACE = "/demo"
 FRAME_ID = "demo_camera_optical_frame"
+#: --check fails when the median error of the points in view exceeds this (px of the 320x240 camera).
+DEFAULT_MAX_MEDIAN_PX = 4.0
+WITHIN_PX = 4.0
+SHEET_FRAMES = 8
+
+
+def demo_photo(seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: scikit-image's CC0 "coffee" photograph, or a generated texture without it."""
+    try:
+        import skimage
+
+        path = Path(skimage.__file__).resolve().parent / "data" / "coffee.png"
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is not None:
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    except ImportError:
+        pass
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    texture = cv2.resize(noise, (640, 640), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:640, 0:640]
+    return np.ascontiguousarray(texture // 2 + (((yy // 24) + (xx // 24)) % 2 * 60).astype(np.uint8)[..., None])
+
+
+def demo_camera(frames: int, height: int, width: int, seed: int = 0) -> CameraPath:
+    """A smooth camera path over the demo photograph (rotation, zoom, shifts, perspective)."""
+    config = WarpClipConfig(num_frames=frames, height=height, width=width, num_keyframes=max(2, frames // 50),
+                            num_occluders=(0, 0), lighting=0.0)
+    return camera_path(demo_photo(seed), config, np.random.default_rng(seed))
 
 
 class SyntheticScene:
@@ -88,44 +122,114 @@ class SyntheticScene:
 
 
 class SyntheticCamera(Node):
-    """Publishes ``frames`` `SyntheticScene` frames on ``image`` at ``rate`` Hz, stamped with the node clock."""
+    """Publishes the camera path's frames on ``image`` at ``rate`` Hz, stamped with the node clock."""
 
-    def __init__(self, scene: SyntheticScene, frames: int, rate: float, **kwargs: Any) -> None:
+    def __init__(self, path: CameraPath, rate: float, **kwargs: Any) -> None:
         super().__init__("synthetic_camera", **kwargs)
-        self._scene, self._frames = scene, frames
+        self.path = path
         self._pub = self.create_publisher(Image, "image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.frame_of_stamp: dict[int, int] = {}
         self.sent = 0
         self.done = threading.Event()
         self._timer = self.create_timer(1.0 / rate, self._tick)
 
+    def frame(self, index: int) -> np.ndarray:
+        return np.clip(self.path.render(index), 0, 255).round().astype(np.uint8)
+
     def _tick(self) -> None:
-        if self.sent >= self._frames:
+        if self.sent >= self.path.to_source.shape[0]:
             self._timer.cancel()
             self.done.set()
             return
-        header = Header(stamp=ns_to_time(self.get_clock().now().nanoseconds), frame_id=FRAME_ID)
-        self._pub.publish(rgb_to_image(self._scene.frame(self.sent), header))
+        stamp = self.get_clock().now().nanoseconds
+        self.frame_of_stamp[stamp] = self.sent
+        self._pub.publish(rgb_to_image(self.frame(self.sent), Header(stamp=ns_to_time(stamp), frame_id=FRAME_ID)))
         self.sent += 1
 
 
-class TracksPrinter(Node):
-    """Prints one short line per received Tracks message."""
+class TrackChecker(Node):
+    """Scores every Tracks message against the true positions of the grid the node placed on its first frame.
 
-    def __init__(self, quiet: bool = False, **kwargs: Any) -> None:
-        super().__init__("tracks_printer", **kwargs)
+    Args:
+        camera: the synthetic camera (its path and the stamp of each frame).
+        grid_size: the node's grid_size parameter.
+        rate: camera rate, to print one summary line per second of stream.
+    """
+
+    def __init__(self, camera: SyntheticCamera, grid_size: int, rate: float, quiet: bool, **kwargs: Any) -> None:
+        super().__init__("track_checker", **kwargs)
+        self.camera = camera
+        self.grid_size = grid_size
+        self.rate = rate
+        self.quiet = quiet
         self.received = 0
-        self.points = 0
-        self._quiet = quiet
-        self.create_subscription(Tracks, "tracks", self._on_tracks, 50)
+        self.errors: list[np.ndarray] = []
+        self.frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # frame -> ids, xy, visible
+        self._truth: np.ndarray | None = None  # (T, N, 2) true px of the grid points
+        self._first_id = 0
+        self._window: list[np.ndarray] = []
+        self.create_subscription(Tracks, "tracks", self._on_tracks, 100)
 
     def _on_tracks(self, msg: Tracks) -> None:
+        frame = self.camera.frame_of_stamp.get(time_to_ns(msg.header.stamp))
+        if frame is None or not len(msg.ids):
+            return
+        ids = np.asarray(msg.ids, np.int64)
+        xy = np.stack([np.asarray(msg.x), np.asarray(msg.y)], axis=-1)
+        visible = np.frombuffer(bytes(msg.visible), np.uint8).astype(bool)
+        if self._truth is None:  # the grid is placed on the first frame the node tracks, ids in grid order
+            h, w = self.camera.path.frame_hw
+            grid = grid_points(self.grid_size, (h, w))[0].numpy()
+            self._truth = self.camera.path.move(grid, frame)
+            self._first_id = int(ids.min())
         self.received += 1
-        n = len(msg.ids)
-        self.points += n
-        visible = float(np.frombuffer(msg.visible, np.uint8).mean()) if n else 0.0
-        if not self._quiet:
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            print(f"tracks stamp={stamp:.3f} points={n} visible={visible:.2f}", flush=True)
+        self.frames[frame] = (ids, xy, visible)
+        truth = self._truth[frame, np.clip(ids - self._first_id, 0, self._truth.shape[1] - 1)]
+        h, w = self.camera.path.frame_hw
+        in_view = (truth[:, 0] >= 0) & (truth[:, 0] <= w - 1) & (truth[:, 1] >= 0) & (truth[:, 1] <= h - 1)
+        error = np.linalg.norm(xy - truth, axis=-1)[in_view]
+        self.errors.append(error)
+        self._window.append(error)
+        if frame % max(1, round(self.rate)) == 0 and not self.quiet:
+            recent = np.concatenate(self._window) if self._window else np.zeros(0)
+            self._window = []
+            if recent.size:
+                print(f"t={frame / self.rate:5.1f}s frame {frame:4d}: {len(ids)} points, "
+                      f"visible {visible.mean():.2f}, median error {np.median(recent):.2f} px, "
+                      f"within {WITHIN_PX:.0f} px {np.mean(recent <= WITHIN_PX):.2f}", flush=True)
+
+    def summary(self) -> tuple[float, float]:
+        """(median error px, share within WITHIN_PX) over every scored point, NaN when none."""
+        errors = np.concatenate(self.errors) if self.errors else np.zeros(0)
+        if not errors.size:
+            return float("nan"), float("nan")
+        return float(np.median(errors)), float(np.mean(errors <= WITHIN_PX))
+
+    def contact_sheet(self, path: Path) -> Path:
+        """Write SHEET_FRAMES tracked frames with their tracks (last 10 frames) as one PNG."""
+        tracked = sorted(self.frames)
+        picks = [tracked[i] for i in np.linspace(0, len(tracked) - 1, min(SHEET_FRAMES, len(tracked))).astype(int)]
+        tiles = []
+        for f in picks:
+            tile = cv2.cvtColor(self.camera.frame(f), cv2.COLOR_RGB2BGR)
+            ids, xy, visible = self.frames[f]
+            for i, track_id in enumerate(ids.tolist()):
+                hue = (track_id * 47) % 180
+                colour = cv2.cvtColor(np.uint8([[[hue, 230, 255]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()
+                past = [self.frames[g] for g in range(f - 10, f + 1) if g in self.frames]
+                trail = [p[1][p[0] == track_id][0] for p in past if (p[0] == track_id).any()]
+                for a, b in zip(trail, trail[1:], strict=False):
+                    cv2.line(tile, tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int)), colour, 1)
+                centre = tuple(np.round(xy[i]).astype(int))
+                cv2.circle(tile, centre, 3, colour, -1 if visible[i] else 1, cv2.LINE_AA)
+            cv2.putText(tile, f"frame {f}", (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+            tiles.append(tile)
+        while len(tiles) % 4:
+            tiles.append(np.zeros_like(tiles[0]))
+        rows = [np.concatenate(tiles[i : i + 4], axis=1) for i in range(0, len(tiles), 4)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.concatenate(rows, axis=0))
+        return path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,57 +237,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=200, help="frames the synthetic camera publishes (default 200)")
     p.add_argument("--rate", type=float, default=15.0, help="camera rate in Hz (default 15)")
     p.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"), help="camera image size")
-    p.add_argument(
-        "--resolution", type=int, nargs=2, default=(96, 128), metavar=("H", "W"), help="model_resolution (96 128)"
-    )
-    p.add_argument("--checkpoint", default="", help="checkpoint path/name/URL (default: untrained weights)")
+    p.add_argument("--checkpoint", default="lite",
+                   help="checkpoint path/name/URL (default: the shipped lite model; '' = untrained tiny model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--grid-size", type=int, default=8, help="grid of queries on the first frame (default 8)")
-    p.add_argument(
-        "--arch", default=None, help="architecture overrides (JSON); default: tiny without a checkpoint, else none"
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads; default: 1 for the tiny untrained model (more only adds thread contention), "
-        "else torch's choice",
-    )
-    p.add_argument("--quiet", action="store_true", help="no per-frame lines, only the summary")
-    p.add_argument("--check", action="store_true", help="exit 1 unless tracks arrived")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--sheet", type=Path, default=Path("runs/demo/contact_sheet.png"), help="contact sheet PNG")
+    p.add_argument("--max-median-px", type=float, default=DEFAULT_MAX_MEDIAN_PX,
+                   help=f"--check fails above this median error (default {DEFAULT_MAX_MEDIAN_PX})")
+    p.add_argument("--quiet", action="store_true", help="no per-second lines, only the summary")
+    p.add_argument("--check", action="store_true", help="exit 1 unless tracks arrived within --max-median-px")
     args, ros_args = p.parse_known_args(argv)
     args.ros_args = ros_args
     return args
 
 
+def _tracker_parameters(args: argparse.Namespace) -> list[Parameter]:
+    params = [Parameter("checkpoint", value=args.checkpoint), Parameter("device", value=args.device),
+              Parameter("grid_size", value=args.grid_size), Parameter("queue_size", value=16)]
+    if not args.checkpoint:  # untrained: a tiny model at a small resolution runs in real time anywhere
+        params += [Parameter("arch", value=json.dumps(DEMO_ARCH)), Parameter("model_resolution", value=[96, 128])]
+    return params
+
+
 def run(args: argparse.Namespace) -> int:
-    arch = args.arch if args.arch is not None else ("" if args.checkpoint else json.dumps(DEMO_ARCH))
-    threads = args.threads if args.threads is not None else (0 if args.checkpoint else 1)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     context = Context()
     rclpy.init(args=["demo", *args.ros_args], context=context)
     nodes: list[Node] = []
     executor = None
     spin = None
     try:
-        tracker = TrackerNode(
-            namespace=NAMESPACE,
-            context=context,
-            parameter_overrides=[
-                Parameter("checkpoint", value=args.checkpoint),
-                Parameter("device", value=args.device),
-                Parameter("model_resolution", value=list(args.resolution)),
-                Parameter("arch", value=arch),
-                Parameter("grid_size", value=args.grid_size),
-                Parameter("queue_size", value=16),
-            ],
-        )
-        camera = SyntheticCamera(
-            SyntheticScene(*args.size), args.frames, args.rate, namespace=NAMESPACE, context=context
-        )
-        printer = TracksPrinter(args.quiet, namespace=NAMESPACE, context=context)
-        nodes = [tracker, camera, printer]
+        tracker = TrackerNode(namespace=NAMESPACE, context=context, parameter_overrides=_tracker_parameters(args))
+        camera = SyntheticCamera(demo_camera(args.frames, *args.size), args.rate, namespace=NAMESPACE,
+                                 context=context)
+        checker = TrackChecker(camera, args.grid_size, args.rate, args.quiet, namespace=NAMESPACE, context=context)
+        nodes = [tracker, camera, checker]
         executor = MultiThreadedExecutor(num_threads=3, context=context)
         for node in nodes:
             executor.add_node(node)
@@ -195,14 +285,18 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(0.05)
         tracker.flush_and_reset("end of the demo stream")
         time.sleep(0.5)  # let the last messages arrive
+        median, within = checker.summary()
         print(
-            f"demo: camera sent {camera.sent} frames, received {printer.received} tracks messages "
-            f"({printer.points} points in all), tracker dropped {tracker.dropped_frames} frame(s)"
+            f"demo: camera sent {camera.sent} frames, {checker.received} tracked, tracker dropped "
+            f"{tracker.dropped_frames}; median error {median:.2f} px, within {WITHIN_PX:.0f} px {within:.2f}"
             + ("; weights are UNTRAINED (tracks are noise)" if tracker.tracker.untrained else ""),
             flush=True,
         )
-        if args.check and printer.received == 0:
-            print("demo: --check failed: no tracks arrived", file=sys.stderr)
+        if checker.frames:
+            print(f"demo: contact sheet {checker.contact_sheet(args.sheet).resolve()}", flush=True)
+        if args.check and not (checker.received and (tracker.tracker.untrained or median <= args.max_median_px)):
+            print(f"demo: --check failed: {checker.received} tracked frames, median error {median:.2f} px "
+                  f"(limit {args.max_median_px})", file=sys.stderr)
             return 1
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):

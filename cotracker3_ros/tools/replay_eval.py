@@ -66,7 +66,7 @@ from .bag_eval import (
 from .bag_tools import BagClip, CliHelpFormatter, find_bags
 from .eval_report import run_report_command, summarize_latency, write_reports
 from .node_peer import LOCKSTEP_QUEUE_SIZE, NodeProcess, ReplayPeer, default_node_command, node_ros_args
-from .settings import MODEL_PARAMS, add_model_arguments, materialize_weights, model_values
+from .settings import MODEL_PARAMS, add_model_arguments, materialize_weights, model_values, resolved_values
 
 __all__ = ["NodeProcess", "ReplayPeer", "build_parser", "evaluate", "main", "replay_clip"]
 
@@ -392,6 +392,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 if node_values.get("grid_size"):
                     print(f"{PROG}: warning: the node tracks an automatic {node_values['grid_size']}x grid too; its "
                           "points change the tracks of the queried ones", file=sys.stderr)
+                node_values = resolved_values({**values, **{k: node_values[k] for k in MODEL_PARAMS}})
                 window_len, step = int(node_values["window_len"]), int(node_values["step"])
                 values = requested = {**values, **{k: node_values[k] for k in MODEL_PARAMS}}
                 weights = str(node_values["checkpoint"]) or "UNTRAINED (node's own random weights)"

@@ -22,6 +22,7 @@ __all__ = [
     "materialize_weights",
     "model_values",
     "read_params_file",
+    "resolved_values",
 ]
 
 #: Node parameters the evaluations set themselves (what is tracked, how it is delivered); every other node
@@ -108,8 +109,22 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    stream_config_from_params(values)  # validates
-    return values
+    return resolved_values(values)
+
+
+def resolved_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Node parameter values with the settings left to the checkpoint (0 / [0, 0]) filled in as the node
+    fills them, so that every side of an evaluation (this process, the node process, the offline predictor)
+    runs the same numbers. Raises ValueError on bad values."""
+    config = stream_config_from_params(dict(values)).resolved()
+    return {
+        **values,
+        "model_resolution": list(config.model_resolution),
+        "window_len": config.window_len,
+        "step": config.step,
+        "iters": config.iters,
+        "visibility_threshold": config.visibility_threshold,
+    }
 
 
 def materialize_weights(values: Mapping[str, Any], seed: int, folder: Path) -> tuple[dict[str, Any], str]:
