@@ -222,18 +222,14 @@ def load_frames(count: int, resolution: tuple[int, int], video: Path | None) -> 
         try:
             import cv2
 
-            cap = cv2.VideoCapture(str(video))
-            decoded = []
-            while len(decoded) < count:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                decoded.append(cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (w, h), interpolation=cv2.INTER_AREA))
-            cap.release()
+            from cotracker3_core.evaluation.protocol import read_frames
+
+            decoded = [cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+                       for rgb in read_frames(video, max_side=None, max_frames=count)]
             if decoded:
                 cycle = decoded + decoded[-2:0:-1]  # forth and back: the motion stays continuous
                 return [cycle[i % len(cycle)] for i in range(count)], video.name
-        except ImportError:
+        except (ImportError, ValueError):  # no OpenCV, or an unreadable file: the synthetic frames below
             pass
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 256, (h // 8 + 2, (w + 2 * count) // 8 + 2, 3)).astype(np.float32)

@@ -52,18 +52,19 @@ class Prediction:
 Tracker = Callable[[TapVidClip, TapVidQueries], Prediction]
 
 
-def read_frames(path: str | Path, max_side: int = 640) -> list[np.ndarray]:
-    """Every frame of a video file as (H, W, 3) uint8 RGB, shrunk so the longer side is <= max_side."""
+def read_frames(path: str | Path, max_side: int | None = 640, max_frames: int | None = None) -> list[np.ndarray]:
+    """The frames of a video file (the first ``max_frames``, or all) as (H, W, 3) uint8 RGB, shrunk so the
+    longer side is at most ``max_side`` (None: as stored)."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"cannot open video {path}")
     frames = []
     try:
-        while True:
+        while max_frames is None or len(frames) < max_frames:
             ok, frame = capture.read()
             if not ok:
                 break
-            scale = max_side / max(frame.shape[:2])
+            scale = max_side / max(frame.shape[:2]) if max_side else 1.0
             if scale < 1:
                 frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))

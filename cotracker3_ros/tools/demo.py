@@ -4,8 +4,9 @@ One process runs three rclpy nodes over real DDS: a synthetic camera moving over
 sample of scikit-image, or a generated texture without it) publishing on ``/demo/image``; the
 `TrackerNode` with its default weights (the shipped ``lite`` model) and a grid of queries on the first
 frame; and a checker that knows the camera's motion, so it prints, every second, the median error of the
-points in view against their true positions and the share within 4 px. At the end it writes a contact
-sheet (tracks drawn over frames, points coloured by id, invisible ones hollow) and prints its path.
+points published as visible (and truly in view) against their true positions and the share within 4 px.
+At the end it writes a contact sheet (tracks drawn over frames, points coloured by id, invisible ones
+hollow) and prints its path.
 
     python -m cotracker3_ros.tools.demo                      # lite, 200 frames of 320x240 at 15 Hz
     python -m cotracker3_ros.tools.demo --frames 60 --check  # exit 1 when the median error is too large
@@ -187,7 +188,8 @@ class TrackChecker(Node):
         truth = self._truth[frame, np.clip(ids - self._first_id, 0, self._truth.shape[1] - 1)]
         h, w = self.camera.path.frame_hw
         in_view = (truth[:, 0] >= 0) & (truth[:, 0] <= w - 1) & (truth[:, 1] >= 0) & (truth[:, 1] <= h - 1)
-        error = np.linalg.norm(xy - truth, axis=-1)[in_view]
+        # Scored: the points a user would act on (published visible) whose true position is in view.
+        error = np.linalg.norm(xy - truth, axis=-1)[in_view & visible]
         self.errors.append(error)
         self._window.append(error)
         if frame % max(1, round(self.rate)) == 0 and not self.quiet:
