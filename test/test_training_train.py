@@ -182,12 +182,22 @@ def test_resume_after_kill_continues_exactly(kubric_root: Path, reference_run: t
     _, reference = reference_run
     first = run(tiny_config(kubric_root, tmp_path, train__stop_after=2))  # "killed" after step 2's checkpoint
     assert first.end_step == 2 and (tmp_path / "checkpoints" / LAST_NAME).is_file()
+    # What a kill after step 3's log line and during its checkpoint write leaves behind:
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 3, "train/loss": 99.0}) + "\n" + '{"step": 3, "train/lo')  # a torn last line
+    stale = tmp_path / "checkpoints" / f".{LAST_NAME}.abc123.tmp"
+    stale.write_bytes(b"partial")
     torch.manual_seed(1234)  # scramble the global RNGs: resuming must restore them
     np.random.seed(1234)  # noqa: NPY002
     second = run(tiny_config(kubric_root, tmp_path), resume="auto")
     assert second.start_step == 2 and second.end_step == 4
     for step, loss in zip((3, 4), second.losses, strict=True):
         assert _relative(loss, reference[step]) < 1e-6, (step, loss, reference[step])
+    assert not stale.exists()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [row["step"] for row in rows if "train/loss" in row]
+    assert logged == sorted(set(logged)) and logged[-2:] == [3, 4]  # each step once, the new step 3 kept
+    assert 99.0 not in [row["train/loss"] for row in rows if "train/loss" in row]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -67,6 +67,16 @@ def checkpoint_dir(out_dir: str | os.PathLike[str]) -> Path:
     return Path(out_dir) / "checkpoints"
 
 
+def remove_stale_temporaries(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed run left behind in ``<out_dir>/checkpoints`` (``save_checkpoint``
+    writes ``.<name>.<random>.tmp`` and renames it; a kill in between leaves the temporary). Returns them."""
+    folder = checkpoint_dir(out_dir)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def save_training_checkpoint(
     out_dir: str | os.PathLike[str],
     model: CoTracker3,

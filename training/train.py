@@ -63,6 +63,7 @@ from training.batching import StepBatchSampler
 from training.checkpointing import (
     config_differences,
     load_training_checkpoint,
+    remove_stale_temporaries,
     resolve_resume_path,
     restore_training_state,
     save_training_checkpoint,
@@ -202,6 +203,26 @@ def choose_teacher(teachers: Sequence[Teacher], seed: int, step: int) -> Teacher
     return teachers[int(np.random.default_rng([seed, _TEACHER_STREAM, step]).integers(len(teachers)))]
 
 
+def trim_metrics(path: Path, start_step: int) -> int:
+    """Drop the lines of ``metrics.jsonl`` that the run starting at ``start_step`` will write again: those a
+    killed run logged after its last checkpoint (step > start_step), or every line for a fresh start.
+    Returns how many lines were dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if start_step > 0 and _logged_step(line) <= start_step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _logged_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # an unreadable (torn) line is dropped
+
+
 class RunLogger:
     """Rank 0's outputs: metrics.jsonl, TensorBoard scalars, tqdm bar. Other ranks get a silent one."""
 
@@ -214,6 +235,7 @@ class RunLogger:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.metrics_path = out / "metrics.jsonl"
+        trim_metrics(self.metrics_path, start_step)
         if cfg.train.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -307,6 +329,9 @@ def _run(cfg: TrainingConfig, ctx: DistContext, resume: str | None) -> RunResult
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.steps)
     start_step = 0
     counters = {SKIP_FEW_POINTS: 0, SKIP_SHORT: 0} if pseudo else {}
+    if ctx.is_main:
+        for stale in remove_stale_temporaries(cfg.out_dir):
+            logger.info("removed %s, left by an interrupted checkpoint write", stale)
     path = resolve_resume_path(resume, cfg.out_dir) if resume else None
     if path is not None:
         content = load_training_checkpoint(path)
