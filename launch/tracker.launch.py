@@ -51,7 +51,7 @@ def make_tracker_node_description(
     Args:
         camera_topic: the camera's image topic; the node's ``image`` is remapped to it and ``image/compressed``
             to ``<camera_topic>/compressed`` (image_transport's naming).
-        config_file: parameters file; None: `default_config_file()`.
+        config_file: parameters file; None: `default_config_file()`. A missing file is an error.
         checkpoint, device: override the file's values when not empty.
         namespace: node namespace ("" for the root).
     Returns:
@@ -61,7 +61,10 @@ def make_tracker_node_description(
     if not camera_topic:
         raise ValueError(f"camera_topic must name a topic, got {camera_topic!r}")
     overrides = {name: value for name, value in (("checkpoint", checkpoint), ("device", device)) if value}
-    parameters: list[Any] = [config_file or default_config_file()]
+    params_file = config_file or default_config_file()
+    if not Path(params_file).is_file():  # the node would start on built-in defaults: refuse instead
+        raise FileNotFoundError(f"parameters file {params_file} does not exist (launch argument config)")
+    parameters: list[Any] = [params_file]
     if overrides:
         parameters.append(overrides)
     return {

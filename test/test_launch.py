@@ -61,6 +61,7 @@ def test_node_description_defaults(launch_module: ModuleType) -> None:
 
 def test_node_description_arguments(launch_module: ModuleType, tmp_path: Path) -> None:
     config = tmp_path / "mine.yaml"
+    config.write_text("/**/tracker_node:\n  ros__parameters: {}\n")
     d = launch_module.make_tracker_node_description(
         camera_topic="/rs/color/image_raw/",
         config_file=str(config),
@@ -76,6 +77,11 @@ def test_node_description_arguments(launch_module: ModuleType, tmp_path: Path) -
     assert only_device["parameters"][1] == {"device": "cpu"}  # empty checkpoint: the file's value stays
     with pytest.raises(ValueError, match="camera_topic"):
         launch_module.make_tracker_node_description(camera_topic=" / ")
+
+
+def test_missing_parameters_file_is_an_error(launch_module: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        launch_module.make_tracker_node_description(config_file=str(tmp_path / "missing.yaml"))
 
 
 def test_launch_description_builds(launch_module: ModuleType) -> None:
