@@ -312,6 +312,14 @@ def test_pickle_with_mismatched_shapes_is_refused(tmp_path: Path, capsys: pytest
     assert "occluded has shape" in capsys.readouterr().err
 
 
+def test_pickle_without_clips_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pkl = tmp_path / "empty.pkl"
+    pkl.write_bytes(pickle.dumps({}))
+    assert tapvid_to_bag.main([str(pkl), str(tmp_path / "bags"), "--no-progress"]) == 2
+    assert "holds no clips" in capsys.readouterr().err
+    assert not (tmp_path / "bags").exists()
+
+
 def test_ground_truth_for_a_clip_not_in_the_bag(
     dataset: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

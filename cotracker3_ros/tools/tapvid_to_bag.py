@@ -90,6 +90,8 @@ def convert(args: argparse.Namespace) -> list[Path]:
     )
     dataset = load_tapvid_pickle(args.pickle)
     names = dataset.names
+    if not names:
+        raise ValueError(f"{args.pickle} holds no clips: nothing to convert")
     if args.clips:
         unknown = [n for n in args.clips if n not in names]
         if unknown:
