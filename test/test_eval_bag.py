@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import cv2
@@ -395,3 +396,23 @@ def test_real_video_with_known_warp_as_jpeg_bag(
     report = json.loads((out / "results.json").read_text())
     assert [c["mode"] for c in report["clips"]] == ["first", "strided"]
     assert report["clips"][0]["metrics"]["queries"] == int((~clip.occluded).any(axis=1).sum())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "empty"])
+def test_damaged_bag_gives_one_line_error(
+    dataset: tuple[Path, Path], checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    _, bags = dataset
+    bag = tmp_path / "damaged"
+    shutil.copytree(bags / CLIP_NAMES[0], bag)
+    data_file = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+    content = data_file.read_bytes()
+    if damage == "truncated":
+        data_file.write_bytes(content[: len(content) // 2])
+    elif damage == "corrupted":
+        data_file.write_bytes(content[:64] + bytes(b ^ 0xFF for b in content[64:]))
+    else:
+        data_file.write_bytes(b"")
+    rc, err = run_bag_eval([str(bag), *model_args(checkpoint), "--out", str(tmp_path / "out")], capsys)
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(bag) in err, err

@@ -2,32 +2,28 @@
 
 One clip per bag (a rosbag2 folder, MCAP or sqlite3). What `write_clip_bag` puts in it:
 
-- the camera, on ``image_topic`` (``/camera/image_raw``): ``sensor_msgs/msg/Image`` (``rgb8`` by default; also
-  ``bgr8``, ``mono8``) or ``sensor_msgs/msg/CompressedImage`` (``jpeg``, ``png``), one message per frame at
-  the clip's frame rate; ``header.stamp`` = ``start_ns + round(i * 1e9 / fps)``, the log time equals the stamp;
-- ``camera_info_topic`` (``/camera/camera_info``): ``sensor_msgs/msg/CameraInfo`` with the same stamps. TAP-Vid
-  clips carry no calibration: K is all zeros (the ROS convention for "uncalibrated") unless a nominal focal
-  length is given;
+- the camera, on ``image_topic`` (``/camera/image_raw``): ``Image`` (``rgb8``, ``bgr8``, ``mono8``) or
+  ``CompressedImage`` (``jpeg``, ``png``) per frame; stamp = log time = ``start_ns + round(i * 1e9 / fps)``;
+- ``camera_info_topic`` (``/camera/camera_info``): ``sensor_msgs/msg/CameraInfo``, same stamps; K all zeros
+  ("uncalibrated": TAP-Vid has no calibration) unless a nominal focal length is given;
 - the ground truth, on ``gt_topic`` (``/ground_truth/tracks``): one ``cotracker3_msgs/msg/Tracks`` per frame, with
-  the image's header: ``ids`` = track index in the clip, ``x``/``y`` in pixels of the image (TAP-Vid convention:
-  normalised point times (W, H)), ``visible`` = not occluded, ``visibility`` = 1/0, ``confidence`` = 1;
-- ``custom_data`` in ``metadata.yaml``: ``cotracker3.clip`` (clip name), ``cotracker3.fps``, ``cotracker3.source``,
-  ``cotracker3.image_topic``, ``cotracker3.gt_topic``.
+  the image's header: ``ids`` = track index, ``x``/``y`` image px (normalised points times (W, H)), ``visible``
+  = not occluded, ``visibility`` = 1/0, ``confidence`` = 1;
+- ``custom_data`` in ``metadata.yaml``: ``cotracker3.{clip,fps,source,image_topic,gt_topic}``.
 
-Messages are built by the node's own conversions (`cotracker3_ros.conversions.rgb_to_image`,
-`frame_tracks_to_msg`) and serialised by rclpy; connections carry the message definitions of a rosbags
-typestore for the chosen distribution, with ``cotracker3_msgs/msg/Tracks`` registered from ``Tracks.msg``.
-
-Reading deserialises with rclpy into the message classes the node receives over DDS and converts images with
-`cotracker3_ros.conversions.message_to_rgb`, the node's function, so evaluations see the node's pixels.
+Messages are built by the node's conversions and serialised by rclpy (connections: a rosbags typestore of the
+chosen distribution plus ``Tracks.msg``); reading converts images with the node's `message_to_rgb`, so evaluations
+see the node's pixels. A damaged bag is one ValueError naming it (`open_bag`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+import struct
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +33,7 @@ import numpy as np
 import yaml
 from cotracker3_msgs.msg import Tracks
 from rclpy.serialization import deserialize_message, serialize_message
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -351,9 +347,19 @@ def bag_custom_data(path: str | os.PathLike[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in (info.get("custom_data") or {}).items()}
 
 
+@contextlib.contextmanager
+def open_bag(path: Path) -> Iterator[Reader]:
+    """``rosbags`` Reader; a damaged bag (found on opening or while reading) is one ValueError naming it."""
+    try:
+        with Reader(path) as reader:
+            yield reader
+    except (ReaderError, EOFError, struct.error) as exc:
+        raise ValueError(f"{path}: the bag cannot be read (damaged or incomplete: {exc})") from exc
+
+
 def list_topics(path: str | os.PathLike[str]) -> dict[str, str]:
     """topic -> message type of a bag."""
-    with Reader(Path(path)) as reader:
+    with open_bag(Path(path)) as reader:
         return {c.topic: c.msgtype for c in reader.connections}
 
 
@@ -434,7 +440,7 @@ def read_clip_bag(
     if not (path / "metadata.yaml").is_file():
         raise ValueError(f"{path} is not a rosbag2 folder (no metadata.yaml)")
     custom = bag_custom_data(path)
-    with Reader(path) as reader:
+    with open_bag(path) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         topic = _pick_image_topic(topics, image_topic, custom, path)
         if gt_topic is None:
