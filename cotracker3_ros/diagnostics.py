@@ -34,7 +34,8 @@ UNTRAINED = "untrained weights"
 LAST_ERROR = "last error"
 #: Value of a statistic over a period without samples.
 NO_SAMPLE = "n/a"
-#: Suffix of the name of the node's status: ``<fully qualified node name>: tracking``.
+#: Suffix of the name of the node's status: ``<node name>: tracking`` (the bare name, e.g. ``tracker_node: tracking``,
+#: as diagnostic aggregators expect; the namespace is in the status's ``hardware_id``).
 STATUS_SUFFIX = ": tracking"
 
 

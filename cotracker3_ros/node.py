@@ -387,7 +387,8 @@ class TrackerNode(Node):
                 }
             )
         status = DiagnosticStatus(
-            name=f"{self.get_fully_qualified_name()}{diag.STATUS_SUFFIX}", hardware_id=str(self._tracker.device)
+            name=f"{self.get_name()}{diag.STATUS_SUFFIX}",
+            hardware_id=f"{self.get_fully_qualified_name()} on {self._tracker.device}",
         )
         if self._tracker.untrained:
             status.level, status.message = DiagnosticStatus.WARN, "untrained weights: tracks are noise"

@@ -248,7 +248,7 @@ class Peer(DdsPeer):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for ns, inbox in self.inboxes.items():
-            if any(s.name.startswith(f"{ns}/tracker_node") for s in msg.status):
+            if any(s.hardware_id.startswith(f"{ns}/tracker_node ") for s in msg.status):
                 inbox.diagnostics.append(msg)
 
     @staticmethod
@@ -675,7 +675,7 @@ def test_diagnostics_report_device_checkpoint_and_untrained(tracker: Tracker) ->
     assert tracker.peer.spin_until(lambda: len(tracker.inbox.diagnostics) >= 1)
     status = tracker.inbox.diagnostics[-1].status[0]
     values = diag_values(tracker.inbox.diagnostics[-1])
-    assert status.name == "/ct3/tracker_node: tracking"
+    assert status.name == "tracker_node: tracking" and status.hardware_id.startswith("/ct3/tracker_node on ")
     assert status.level == status.WARN and "untrained" in status.message
     for key in ("input rate (Hz)", "step latency mean (ms)", "end-to-end lag mean (ms)", "dropped frames (total)"):
         assert key in values

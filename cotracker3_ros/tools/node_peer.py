@@ -227,9 +227,9 @@ class ReplayPeer(DdsPeer):
             self.received.append(item)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        name = f"{self.namespace}/{NODE_NAME}{diag.STATUS_SUFFIX}"
+        name, node = f"{NODE_NAME}{diag.STATUS_SUFFIX}", f"{self.namespace}/{NODE_NAME} "
         for status in msg.status:
-            if status.name == name:
+            if status.name == name and status.hardware_id.startswith(node):
                 with self._lock:
                     self.diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in status.values}))
 
