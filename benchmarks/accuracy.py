@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from cotracker3_core.checkpoint import inference_settings
 from cotracker3_core.evaluation.baselines import lucas_kanade, zero_motion
 from cotracker3_core.evaluation.protocol import evaluate, heldout_clips, track_streaming
 from cotracker3_core.streaming import StreamConfig, StreamingTracker
+
+from .common import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = [REPO.parent / "shared" / "data" / "teddy.mp4", REPO.parent / "shared" / "data" / "apple.mp4"]
@@ -32,23 +33,7 @@ DEFAULT_VIDEOS = [REPO.parent / "shared" / "data" / "teddy.mp4", REPO.parent / "
 
 def chosen_config(checkpoint: str) -> StreamConfig:
     """The checkpoint's recommended settings as a full StreamConfig on the CPU."""
-    rec = inference_settings(checkpoint)
-    return StreamConfig(
-        checkpoint=checkpoint, device="cpu",
-        model_resolution=tuple(rec.get("model_resolution", (384, 512))),
-        window_len=int(rec.get("window_len", 16)), step=int(rec.get("step", 8)), iters=int(rec.get("iters", 6)),
-        visibility_threshold=float(rec.get("visibility_threshold", 0.6)),
-        motion_init=bool(rec.get("motion_init", False)),
-    )
-
-
-def native_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (without them torch emulates bf16, ~30x slower than fp32)."""
-    try:
-        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return StreamConfig(checkpoint=checkpoint, device="cpu").resolved()
 
 
 def option_rows(chosen: StreamConfig, quick: bool) -> list[tuple[str, StreamConfig]]:
@@ -67,7 +52,7 @@ def option_rows(chosen: StreamConfig, quick: bool) -> list[tuple[str, StreamConf
                  replace(chosen, motion_init=not chosen.motion_init)))
     if chosen.precision != "fp32":
         rows.append(("fp32", replace(chosen, precision="fp32")))
-    elif native_bf16():
+    elif machine_info(torch.device("cpu"))["native_bf16"]:
         rows.append(("bf16", replace(chosen, precision="bf16")))
     else:
         print("benchmarks.accuracy: bf16 row skipped: this CPU has no bf16 instructions", file=sys.stderr)
