@@ -27,10 +27,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from cotracker3_core.queries import grid_points
 from cotracker3_core.streaming import StreamConfig, StreamingTracker
 from cotracker3_ros import diagnostics as diag
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image
-from cotracker3_ros.tools.demo import demo_camera
+from cotracker3_ros.tools.demo import camera_frame, demo_camera
 from cotracker3_ros.tools.node_peer import NodeProcess, ReplayPeer, default_node_command
 
 NAMESPACE = "/realtime"
@@ -42,9 +43,7 @@ def engine_fps(frames: Sequence[np.ndarray], checkpoint: str, grid_size: int, th
     torch.set_num_threads(threads)
     tracker = StreamingTracker.from_config(StreamConfig(checkpoint=checkpoint, device="cpu"))
     tracker.push(frames[0], 1)
-    h, w = frames[0].shape[:2]
-    ys, xs = np.meshgrid(np.linspace(8, h - 9, grid_size), np.linspace(8, w - 9, grid_size), indexing="ij")
-    tracker.add_queries(np.stack([xs.ravel(), ys.ravel()], axis=-1), stamp=1)
+    tracker.add_queries(grid_points(grid_size, frames[0].shape[:2])[0].numpy(), stamp=1)  # the node's grid
     warm = tracker.config.window_len
     for i in range(1, warm):
         tracker.push(frames[i], i + 1)
@@ -122,8 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 unless every frame was tracked, none dropped")
     args = parser.parse_args(argv)
     camera = demo_camera(args.frames, *args.size)
-    frames = [camera_frame.astype(np.uint8) for camera_frame in
-              (np.clip(camera.render(t), 0, 255).round() for t in range(args.frames))]
+    frames = [camera_frame(camera, t) for t in range(args.frames)]
     node = run_node(frames, args.rate, args.checkpoint, args.grid_size, args.log)
     fps = engine_fps(frames, args.checkpoint, args.grid_size, args.threads)
     result = {"checkpoint": args.checkpoint, "size": list(args.size), "rate_hz": args.rate,

@@ -122,6 +122,11 @@ class SyntheticScene:
         return cv2.warpAffine(self.texture, m, (self.width, self.height), borderMode=cv2.BORDER_REFLECT)
 
 
+def camera_frame(path: CameraPath, index: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB frame ``index`` of a camera path."""
+    return np.clip(path.render(index), 0, 255).round().astype(np.uint8)
+
+
 class SyntheticCamera(Node):
     """Publishes the camera path's frames on ``image`` at ``rate`` Hz, stamped with the node clock."""
 
@@ -135,7 +140,7 @@ class SyntheticCamera(Node):
         self._timer = self.create_timer(1.0 / rate, self._tick)
 
     def frame(self, index: int) -> np.ndarray:
-        return np.clip(self.path.render(index), 0, 255).round().astype(np.uint8)
+        return camera_frame(self.path, index)
 
     def _tick(self) -> None:
         if self.sent >= self.path.to_source.shape[0]:
