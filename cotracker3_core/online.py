@@ -77,30 +77,41 @@ def empty_queries(model: CoTracker3, batch: int, device: torch.device, dtype: to
 
 
 def append_queries(state: WindowState, frames: Tensor, xy: Tensor) -> None:
-    """Add (B, M) frames and (B, M, 2) feature-pixel positions; they are sampled at their window."""
+    """Add (B, M) frames and (B, M, 2) feature-pixel positions; they are sampled at their window.
+
+    All-or-nothing: the new tensors are built first and swapped in together, so a failure (e.g. out of
+    memory) leaves the state as it was.
+    """
     q = state.queries
     b, m = frames.shape
-    q.frames = torch.cat([q.frames, frames.to(q.frames)], dim=1)
-    q.xy = torch.cat([q.xy, xy.to(q.xy)], dim=1)
-    q.support = [torch.cat([s, s.new_zeros(b, m, *s.shape[2:])], dim=1) for s in q.support]
-    q.sampled = torch.cat([q.sampled, q.sampled.new_zeros(b, m)], dim=1)
-    q.carried = torch.cat([q.carried, q.carried.new_zeros(b, m)], dim=1)
-    if state.carry is not None:
-        state.carry = IterationEstimate(
-            *(torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], m, *x.shape[3:])], dim=2) for x in state.carry)
+    grown = QueryState(
+        frames=torch.cat([q.frames, frames.to(q.frames)], dim=1),
+        xy=torch.cat([q.xy, xy.to(q.xy)], dim=1),
+        support=[torch.cat([s, s.new_zeros(b, m, *s.shape[2:])], dim=1) for s in q.support],
+        sampled=torch.cat([q.sampled, q.sampled.new_zeros(b, m)], dim=1),
+        carried=torch.cat([q.carried, q.carried.new_zeros(b, m)], dim=1),
+    )
+    carry = state.carry
+    if carry is not None:
+        carry = IterationEstimate(
+            *(torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], m, *x.shape[3:])], dim=2) for x in carry)
         )
+    state.queries, state.carry = grown, carry
 
 
 def keep_queries(state: WindowState, keep: Tensor) -> None:
-    """Keep only the queries at indices `keep` (1-D long tensor), freeing the others' memory."""
+    """Keep only the queries at indices `keep` (1-D long tensor), freeing the others' memory (all-or-nothing,
+    like `append_queries`)."""
     q = state.queries
-    q.frames = q.frames[:, keep]
-    q.xy = q.xy[:, keep]
-    q.support = [s[:, keep].clone() for s in q.support]
-    q.sampled = q.sampled[:, keep]
-    q.carried = q.carried[:, keep]
-    if state.carry is not None:
-        state.carry = IterationEstimate(*(x[:, :, keep].clone() for x in state.carry))
+    kept = QueryState(
+        frames=q.frames[:, keep],
+        xy=q.xy[:, keep],
+        support=[s[:, keep].clone() for s in q.support],
+        sampled=q.sampled[:, keep],
+        carried=q.carried[:, keep],
+    )
+    carry = None if state.carry is None else IterationEstimate(*(x[:, :, keep].clone() for x in state.carry))
+    state.queries, state.carry = kept, carry
 
 
 def add_frame_features(state: WindowState, pyramid: list[Tensor]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .checkpoint import inference_settings
+from .query_admission import DEFAULT_MAX_POINTS, DEFAULT_MAX_POINTS_PER_REQUEST
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEPS = (1, 2, 4, 8)
@@ -46,6 +47,8 @@ class StreamConfig:
             its accuracy effect for ``lite`` is in docs/models.md.
         compile: wrap the window refinement in `torch.compile` (fixed shapes: it recompiles when the number
             of queries changes). Meant for CUDA; off by default.
+        max_points: most points tracked at once; a request that would pass it is refused whole.
+        max_points_per_request: most points one request may add (a mask grid: grid_size^2 at most).
 
     ``model_resolution``, ``window_len``, ``step``, ``iters``, ``visibility_threshold`` and ``motion_init``
     may be left unset (None): ``resolved()`` fills them from the checkpoint's recommended settings (ours
@@ -63,6 +66,8 @@ class StreamConfig:
     arch: dict[str, Any] = field(default_factory=dict)
     motion_init: bool | None = None
     compile: bool = False
+    max_points: int = DEFAULT_MAX_POINTS
+    max_points_per_request: int = DEFAULT_MAX_POINTS_PER_REQUEST
 
     def __post_init__(self) -> None:
         if self.model_resolution is not None:
@@ -83,6 +88,11 @@ class StreamConfig:
             raise ValueError(f"iters must be >= 1, got {self.iters}")
         if self.visibility_threshold is not None:
             check_threshold(self.visibility_threshold)
+        if self.max_points < 1 or self.max_points_per_request < 1:
+            raise ValueError(
+                f"max_points and max_points_per_request must be >= 1, got {self.max_points}, "
+                f"{self.max_points_per_request}"
+            )
 
     def resolved(self, recommended: Mapping[str, Any] | None = None) -> StreamConfig:
         """A copy with every unset setting filled: the caller's value wins, then the checkpoint's

@@ -34,6 +34,7 @@ from .online import (
     window_ready,
 )
 from .queries import mask_grid_points
+from .query_admission import QueryLimitError, assign_ids, check_grid_size, check_limits, next_free_id
 from .stream_config import PRECISIONS, STEPS, StreamConfig, check_threshold, resolve_device, stream_config_from_dict
 from .windows import IterationEstimate, emission_plan
 
@@ -45,6 +46,7 @@ __all__ = [
     "FrameSizeError",
     "FrameTracks",
     "NotInWindowError",
+    "QueryLimitError",
     "StampOrderError",
     "StreamConfig",
     "StreamState",
@@ -305,25 +307,30 @@ class StreamingTracker:
         pts = np.asarray(xy, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError(f"query points must be an (N, 2) array of x/y, got shape {pts.shape}")
+        state = self._state
+        check_limits(len(pts), len(state.ids), self.config.max_points, self.config.max_points_per_request)
         if not np.isfinite(pts).all():
             raise ValueError("query points contain NaN or infinite values")
-        if self._state.frame_size is None:
+        if state.frame_size is None:
             raise NotInWindowError(f"{NO_FRAME_YET}: queries are placed on a frame in the window")
-        h, w = self._state.frame_size
+        h, w = state.frame_size
         outside = (pts[:, 0] < 0) | (pts[:, 0] > w - 1) | (pts[:, 1] < 0) | (pts[:, 1] > h - 1)
         if outside.any():
             raise ValueError(
                 f"{int(outside.sum())} query point(s) outside the {w}x{h} image, e.g. {pts[outside][0].tolist()}"
             )
         frame_index = self._frame_for_stamp(stamp)
-        new_ids = self._new_ids(len(pts), ids)
+        new_ids = assign_ids(len(pts), ids, state.ids, state.next_id)
         if not len(pts):
             return []
         scale = pixel_scale((h, w), (self._model_h, self._model_w))
         feat_xy = torch.as_tensor(pts * scale / self.model.config.stride, dtype=torch.float32)
         frames = torch.full((1, len(pts)), frame_index, dtype=torch.long)
-        append_queries(self._state.window, frames.to(self.device), feat_xy[None].to(self.device))
-        self._state.ids.extend(new_ids)
+        # All checks passed; append_queries changes the window state only once every new tensor exists, so an
+        # allocation failure leaves the tracker as it was.
+        append_queries(state.window, frames.to(self.device), feat_xy[None].to(self.device))
+        state.ids.extend(new_ids)
+        state.next_id = next_free_id(state.next_id, new_ids)
         return new_ids
 
     def add_mask_queries(self, mask: np.ndarray, grid_size: int, stamp: int | None = None) -> list[int]:
@@ -331,8 +338,7 @@ class StreamingTracker:
         mask = np.asarray(mask)
         if self.frame_size is not None and mask.shape != self.frame_size:
             raise ValueError(f"mask is {mask.shape[:2]} but frames are {self.frame_size}")
-        if grid_size < 1:
-            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+        check_grid_size(grid_size, self.config.max_points_per_request)
         pts = mask_grid_points(mask, grid_size)
         if not len(pts):
             raise ValueError("no grid point falls inside the mask")
@@ -404,24 +410,6 @@ class StreamingTracker:
             f"stamp {stamp} is {NOT_IN_WINDOW} (window holds {len(stamps)} frames, "
             f"stamps {stamps[0] if stamps else None}..{stamps[-1] if stamps else None})"
         )
-
-    def _new_ids(self, count: int, ids: Sequence[int] | None) -> list[int]:
-        state = self._state
-        if ids is None or len(ids) == 0:
-            out = list(range(state.next_id, state.next_id + count))
-        else:
-            out = [int(i) for i in ids]
-            if len(out) != count:
-                raise ValueError(f"{len(out)} ids given for {count} points")
-            if min(out) < 0:
-                raise ValueError("ids must be non-negative")
-            if len(set(out)) != len(out):
-                raise ValueError(f"duplicate ids in request: {sorted({i for i in out if out.count(i) > 1})}")
-            taken = sorted(set(out) & set(state.ids))
-            if taken:
-                raise ValueError(f"ids already in use: {taken}")
-        state.next_id = max([state.next_id - 1, *out]) + 1
-        return out
 
     def _step(self) -> list[FrameTracks]:
         state = self._state

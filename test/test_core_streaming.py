@@ -14,7 +14,8 @@ import torch
 
 from cotracker3_core import build_model
 from cotracker3_core.config import preset
-from cotracker3_core.streaming import StreamConfig, StreamingTracker
+from cotracker3_core.query_admission import MAX_ID
+from cotracker3_core.streaming import QueryLimitError, StreamConfig, StreamingTracker
 
 TINY = preset("tiny")
 RES = (32, 48)
@@ -186,6 +187,10 @@ def running_tracker() -> StreamingTracker:
         (lambda t: t.remove_queries([99]), "unknown query ids"),
         (lambda t: t.add_mask_queries(np.ones((10, 10), np.uint8), 4), "mask is"),
         (lambda t: t.add_mask_queries(np.zeros((40, 60), np.uint8), 4), "no grid point"),
+        (lambda t: t.add_mask_queries(np.ones((40, 60), np.uint8), 5000), "grid_size 5000"),
+        (lambda t: t.add_queries(np.ones((5_000, 2), np.float32)), "at most 4096"),
+        (lambda t: t.add_queries([[5.0, 5.0]], ids=[MAX_ID + 1]), "uint32"),
+        (lambda t: t.add_queries([[5.0, 5.0]], ids=[-1]), "uint32"),
     ],
 )
 def test_bad_input_is_rejected_and_state_untouched(running_tracker, call, message):
@@ -230,3 +235,41 @@ def test_threshold_is_tunable_and_checked():
 def test_stream_config_validation(bad):
     with pytest.raises(ValueError):
         StreamConfig(**bad)
+
+
+def limited_tracker(max_points: int, per_request: int) -> StreamingTracker:
+    model = build_model("online", model_resolution=RES, **TINY)
+    config = StreamConfig(model_resolution=RES, step=8, device="cpu", max_points=max_points,
+                          max_points_per_request=per_request)
+    tracker = StreamingTracker(model, config)
+    tracker.push(frames(1)[0], stamp=1)
+    return tracker
+
+
+def test_point_limits_refuse_whole_requests():
+    tracker = limited_tracker(max_points=10, per_request=6)
+    assert tracker.add_queries(np.full((6, 2), 5.0)) == list(range(6))
+    before = snapshot(tracker)
+    with pytest.raises(QueryLimitError, match="at most 6 \\(max_points_per_request\\)"):
+        tracker.add_queries(np.full((7, 2), 5.0))
+    with pytest.raises(QueryLimitError, match="would make 11 tracked; at most 10"):
+        tracker.add_queries(np.full((5, 2), 5.0))  # within the request limit, over the total: nothing added
+    with pytest.raises(QueryLimitError, match="grid_size 3"):  # 3x3 = 9 grid points > 6 per request
+        tracker.add_mask_queries(np.ones((40, 60), bool), 3)
+    assert snapshot(tracker) == before
+    assert tracker.add_queries(np.full((4, 2), 5.0)) == [6, 7, 8, 9]  # exactly up to the limit
+    tracker.remove_queries([0, 1])
+    assert tracker.add_mask_queries(np.ones((40, 60), bool), 1) == [10]  # room again after a removal
+
+
+def test_automatic_ids_never_pass_uint32():
+    tracker = limited_tracker(max_points=10, per_request=10)
+    assert tracker.add_queries([[5.0, 5.0]], ids=[MAX_ID]) == [MAX_ID]
+    before = snapshot(tracker)
+    with pytest.raises(QueryLimitError, match="automatic ids exhausted"):
+        tracker.add_queries([[6.0, 6.0]])
+    assert snapshot(tracker) == before
+    assert tracker.add_queries([[6.0, 6.0]], ids=[7]) == [7]  # explicit ids still work
+    tracker.reset()
+    tracker.push(frames(1)[0], stamp=1)
+    assert tracker.add_queries([[6.0, 6.0]]) == [0]  # a reset starts the ids over
