@@ -2,8 +2,13 @@
 
 The ROS node and the bag evaluation both drive the engine through this layer, so that they cannot differ:
 
-- a frame whose stamp is not later than the previous one, or whose size differs, ends the stream: the window
-  is flushed (its tracks are still delivered) and the engine is reset before the frame is pushed;
+- only a real break ends the stream: a frame of another size, or a stamp earlier than the previous one by
+  more than `time_jump_tolerance_ns` (a bag looping, simulated time restarting). The window is flushed (its
+  tracks are still delivered), the engine is reset (the `Restart` names the ids it dropped, so a client can
+  re-add its points) and the frame starts the new stream;
+- small glitches only cost the frame: a zero stamp, a repeated stamp, a stamp slightly earlier than the
+  previous one (within the tolerance) or a malformed frame is rejected (`SessionStep.rejected`) and the
+  stream goes on with every query intact;
 - an automatic grid of queries is placed on frame `grid_query_frame` of every stream (`grid_size` > 0);
 - per-frame metadata given with a frame (a message header, the pixels for a debug image) is handed back
   with that frame's tracks, and forgotten once the frame has left the window.
@@ -28,13 +33,30 @@ class Emitted:
     meta: Any = None
 
 
+#: Default of `TrackingSession.time_jump_tolerance_ns` (and of the node's ``time_jump_tolerance_s``).
+DEFAULT_TIME_JUMP_TOLERANCE_NS = 1_000_000_000
+
+
+class StampGlitchError(ValueError):
+    """A frame's stamp is zero, repeated or slightly out of order: the frame is dropped, the stream goes on.
+
+    kind: "zero", "repeated" or "out of order" (a short key, e.g. for throttled logs and counters).
+    """
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+
+
 @dataclass
 class Restart:
-    """A stream ended: why, what the flush delivered, and the flush's error (the reset happens regardless)."""
+    """A stream ended: why, what the flush delivered, the flush's error (the reset happens regardless), and the
+    ids of the queries the reset dropped."""
 
     reason: str
     flushed: list[Emitted] = field(default_factory=list)
     flush_error: Exception | None = None
+    dropped_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -51,7 +73,7 @@ class SessionStep:
     """What one pushed frame caused.
 
     restart: the stream restart the frame triggered before it was pushed, or None.
-    rejected: the engine refused the frame (bad array); nothing else happened after the restart.
+    rejected: the frame was refused (bad array, or a `StampGlitchError`); nothing else happened.
     emitted: tracks the push emitted (new and refined), with their metadata.
     grid: the automatic grid placed on this frame, or None.
     push_s: seconds spent in the engine's push.
@@ -71,25 +93,51 @@ class TrackingSession:
         tracker: the engine.
         grid_size: automatic grid of grid_size x grid_size points; 0: none. Settable at any time.
         grid_query_frame: frame of each stream (counted from its start) the grid is placed on.
+        time_jump_tolerance_ns: a stamp earlier than the previous one by more than this restarts the stream;
+            by less, the frame is only rejected.
     """
 
-    def __init__(self, tracker: StreamingTracker, grid_size: int = 0, grid_query_frame: int = 0) -> None:
+    def __init__(
+        self,
+        tracker: StreamingTracker,
+        grid_size: int = 0,
+        grid_query_frame: int = 0,
+        time_jump_tolerance_ns: int = DEFAULT_TIME_JUMP_TOLERANCE_NS,
+    ) -> None:
+        if time_jump_tolerance_ns < 0:
+            raise ValueError(f"time_jump_tolerance_ns must be >= 0, got {time_jump_tolerance_ns}")
         self.tracker = tracker
         self.grid_size = grid_size
         self.grid_query_frame = grid_query_frame
+        self.time_jump_tolerance_ns = int(time_jump_tolerance_ns)
         self._meta: dict[int, Any] = {}
 
     def push(self, frame: np.ndarray, stamp: int, meta: Any = None) -> SessionStep:
         """Push one (H, W, 3) RGB frame with its stamp (ns) and metadata, restarting the stream first when the
-        stamp or the size breaks it."""
+        size or a large jump back in time breaks it (see the module docstring)."""
         step = SessionStep()
         stamp = int(stamp)
         try:
+            if stamp <= 0:
+                raise StampGlitchError("zero", f"image stamp is {stamp}: the camera does not stamp its images "
+                                       "(use stamp_source receive or auto)")
             try:
                 t0 = time.perf_counter()
                 emitted = self.tracker.push(frame, stamp)
-            except (StampOrderError, FrameSizeError) as exc:  # refused before encoding: a new stream starts
-                step.restart = self.restart(_restart_reason(exc))
+            except StampOrderError as exc:
+                back_ns = exc.last - exc.stamp
+                if back_ns == 0:
+                    raise StampGlitchError("repeated", f"image stamp {stamp} ns repeats the previous one") from None
+                if back_ns <= self.time_jump_tolerance_ns:
+                    raise StampGlitchError(
+                        "out of order", f"image stamp {stamp} ns is {back_ns / 1e6:.1f} ms earlier than the previous "
+                        f"one (within time_jump_tolerance_s: frame dropped, no reset)") from None
+                step.restart = self.restart(f"time went back {back_ns / 1e9:.3f} s (image stamp {stamp} ns after "
+                                            f"{exc.last} ns)")
+                t0 = time.perf_counter()
+                emitted = self.tracker.push(frame, stamp)
+            except FrameSizeError as exc:  # raised after every other check: the frame itself is fine
+                step.restart = self.restart(f"image size changed from {exc.expected} to {exc.size}")
                 t0 = time.perf_counter()
                 emitted = self.tracker.push(frame, stamp)
         except ValueError as exc:
@@ -106,7 +154,7 @@ class TrackingSession:
 
     def restart(self, reason: str) -> Restart:
         """Flush the window (its tracks are returned), then reset the engine and forget all metadata."""
-        restart = Restart(reason)
+        restart = Restart(reason, dropped_ids=self.tracker.query_ids)
         try:
             restart.flushed = self._with_meta(self.tracker.flush())
         except Exception as exc:  # a failing flush must not block the reset
@@ -140,9 +188,3 @@ class TrackingSession:
         oldest = min(stamps) if stamps else None
         for stamp in [s for s in self._meta if oldest is None or s < oldest]:
             del self._meta[stamp]
-
-
-def _restart_reason(exc: StampOrderError | FrameSizeError) -> str:
-    if isinstance(exc, StampOrderError):
-        return f"image stamp {exc.stamp} ns is not later than the previous one ({exc.last} ns)"
-    return f"image size changed from {exc.expected} to {exc.size}"

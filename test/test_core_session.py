@@ -7,7 +7,7 @@ import pytest
 
 from cotracker3_core import build_model
 from cotracker3_core.config import preset
-from cotracker3_core.session import TrackingSession
+from cotracker3_core.session import StampGlitchError, TrackingSession
 from cotracker3_core.streaming import (
     FrameSizeError,
     NotInWindowError,
@@ -91,20 +91,53 @@ def test_typed_errors(model) -> None:
 
 
 def test_session_restarts_places_the_grid_and_hands_back_metadata(model) -> None:
-    session = TrackingSession(make_tracker(model), grid_size=2, grid_query_frame=1)
+    session = TrackingSession(make_tracker(model), grid_size=2, grid_query_frame=1, time_jump_tolerance_ns=10)
     steps = [session.push(frame(i), 100 + i, meta=f"m{i}") for i in range(5)]
     assert steps[0].grid is None and steps[1].grid.ids == [0, 1, 2, 3] and not steps[1].grid.error
     emitted = [e for s in steps for e in s.emitted]
     assert emitted and all(e.meta == f"m{e.tracks.stamp - 100}" for e in emitted)
     assert set(session._meta) <= set(session.tracker.window_stamps)  # forgotten once out of the window
 
-    back = session.push(frame(9), 101, meta="again")  # time went backwards: flush, reset, then push
-    assert back.restart is not None and "is not later than the previous one" in back.restart.reason
+    back = session.push(frame(9), 50, meta="again")  # time went back 54 ns > 10: flush, reset, then push
+    assert back.restart is not None and back.restart.reason.startswith("time went back")
+    assert back.restart.dropped_ids == [0, 1, 2, 3]
     assert [e.tracks.stamp for e in back.restart.flushed] and session.tracker.frames_seen == 1
+    session.push(frame(9), 51)
     resized = session.push(frame(10, (16, 16)), 200)
     assert resized.restart.reason == f"image size changed from {SIZE} to (16, 16)"
+    assert resized.restart.dropped_ids == [0, 1, 2, 3]  # the grid of the stream that started at 50
     again = session.push(frame(11, (16, 16)), 201)
     assert again.grid is not None and len(again.grid.ids) == 4  # the grid again, on frame 1 of the new stream
 
     bad = session.push(np.full((16, 16, 3), np.nan, np.float32), 202)
     assert isinstance(bad.rejected, ValueError) and bad.restart is None and not bad.emitted
+
+
+@pytest.mark.parametrize(
+    "frame_and_stamp, kind",
+    [
+        ((frame(7), 0), "zero"),
+        ((frame(7), 103), "repeated"),
+        ((frame(7), 98), "out of order"),  # 5 ns back, within the tolerance
+    ],
+)
+def test_stamp_glitches_cost_only_the_frame(model, frame_and_stamp, kind) -> None:
+    session = TrackingSession(make_tracker(model), grid_size=2, time_jump_tolerance_ns=10)
+    for i in range(4):
+        session.push(frame(i), 100 + i)
+    ids, stamps = session.tracker.query_ids, session.tracker.window_stamps
+    step = session.push(*frame_and_stamp)
+    assert isinstance(step.rejected, StampGlitchError) and step.rejected.kind == kind
+    assert step.restart is None and not step.emitted
+    assert (session.tracker.query_ids, session.tracker.window_stamps) == (ids, stamps)
+    assert session.push(frame(8), 104).rejected is None  # the stream goes on
+
+
+def test_malformed_frame_is_rejected_before_any_reset(model) -> None:
+    session = TrackingSession(make_tracker(model), grid_size=2)
+    for i in range(3):
+        session.push(frame(i), 100 + i)
+    ids = session.tracker.query_ids
+    tiny = session.push(np.zeros((1, 1, 3), np.uint8), 50)  # too small *and* back in time: no reset
+    assert isinstance(tiny.rejected, ValueError) and tiny.restart is None
+    assert session.tracker.query_ids == ids and session.tracker.frames_seen == 3
