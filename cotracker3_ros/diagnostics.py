@@ -26,6 +26,9 @@ REJECTED_TOTAL = "rejected frames (total)"
 RECEIVED_TOTAL = "frames received (total)"
 PUBLISHED_TOTAL = "frames published (total)"
 RESETS_TOTAL = "resets (total)"
+LOST_TOTAL = "frames lost before the queue (total)"
+LAST_RESET = "last reset"
+LAST_IMAGE_AGE = "seconds since the last image"
 QUEUE_DEPTH = "queue depth"
 ACTIVE_QUERIES = "active queries"
 DEVICE = "device"
@@ -47,6 +50,8 @@ class Stats:
     published: int = 0
     rejected: int = 0
     resets: int = 0
+    lost: int = 0
+    last_reset: str = ""
     period_received: int = 0
     period_published: int = 0
     period_dropped_base: int = 0
@@ -81,6 +86,8 @@ class Stats:
             RECEIVED_TOTAL: str(self.received),
             PUBLISHED_TOTAL: str(self.published),
             RESETS_TOTAL: str(self.resets),
+            LOST_TOTAL: str(self.lost),
+            LAST_RESET: self.last_reset,
         }
         self.start_period(dropped_total)
         return values, period_dropped
@@ -105,3 +112,18 @@ def is_number(text: str | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+def id_ranges(ids: Sequence[int], limit: int = 20) -> str:
+    """Ids as compact ranges, e.g. ``0-63, 100, 200-201`` (at most ``limit`` ranges, then ``...``)."""
+    ordered = sorted(set(int(i) for i in ids))
+    ranges: list[str] = []
+    start = prev = None
+    for i in ordered + [None]:
+        if start is not None and (i is None or i != prev + 1):
+            ranges.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if i is not None and start is None:
+            start = i
+        prev = i
+    return ", ".join(ranges[:limit]) + (", ..." if len(ranges) > limit else "") if ranges else "none"

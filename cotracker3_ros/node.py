@@ -19,6 +19,7 @@ Run: ``ros2 run cotracker3_ros tracker_node --ros-args --params-file config/trac
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -27,11 +28,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import rclpy
+import torch
 from cotracker3_msgs.msg import Tracks
-from cotracker3_msgs.srv import AddMaskPoints, AddPoints, RemovePoints
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -39,22 +39,31 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from std_srvs.srv import Trigger
 
 from cotracker3_core import hub
-from cotracker3_core.session import Emitted, Restart, TrackingSession
+from cotracker3_core.session import Emitted, Restart, StampGlitchError, TrackingSession
 from cotracker3_core.streaming import StreamingTracker
 
 from . import diagnostics as diag
-from .conversions import frame_tracks_to_msg, mask_to_bool, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
+from .conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
 from .debug_image import draw_tracks
-from .frame_queue import DropOldestQueue
-from .params import NODE_NAME, PARAMS, ParamSpec, parse_arch, stream_config_from_params
+from .frame_queue import DropOldestQueue, LossCounter
+from .params import (
+    NODE_NAME,
+    PARAMS,
+    ParamSpec,
+    check_grid_param,
+    check_node_params,
+    parse_arch,
+    stream_config_from_params,
+)
+from .services import QueryServices
 
 __all__ = ["NODE_NAME", "TrackerNode", "main", "parse_arch", "stream_config_from_params"]
 
-#: Longest time a reset waits for the frames received before it to be tracked.
-RESET_WAIT_S = 10.0
+#: Longest time a reset waits for the frames received before it to be tracked; what is left is dropped
+#: (counted), so a reset never waits on a backlog.
+RESET_WAIT_S = 2.0
 #: Seconds between two log lines for the same reason of rejecting frames.
 REJECT_LOG_PERIOD_S = 5.0
 _LIVE_PARAMS = {p.name for p in PARAMS if not p.read_only}
@@ -107,6 +116,11 @@ class TrackerNode(Node):
         self._mask_grid_size = int(values["mask_grid_size"])
         self._diag_period = float(values["diagnostics_period"])
         self._checkpoint = values["checkpoint"]
+        self._stamp_source = values["stamp_source"]
+        self._image_timeout_s = float(values["image_timeout_s"])
+        check_node_params(values)
+        threads = int(values["num_threads"]) or max(1, (os.cpu_count() or 1) - 1)
+        torch.set_num_threads(threads)
 
         if tracker is None:
             config = stream_config_from_params(values).resolved()
@@ -131,13 +145,22 @@ class TrackerNode(Node):
 
         # Engine and session state: touched by the worker and by the services, always under this lock.
         self._engine_lock = threading.Lock()
-        self._session = TrackingSession(tracker, int(values["grid_size"]), int(values["grid_query_frame"]))
+        self._session = TrackingSession(
+            tracker, int(values["grid_size"]), int(values["grid_query_frame"]),
+            time_jump_tolerance_ns=round(float(values["time_jump_tolerance_s"]) * 1e9),
+        )
         self._stats = diag.Stats()
         self._reject_logged: dict[str, float] = {}  # worker thread only
         self._stats_lock = threading.Lock()
-        # Items are (sequence number, message, monotonic arrival time). The sequence numbers let a reset wait
-        # for the frames received before it: a dropped frame always has a later one behind it in the queue.
-        self._queue: DropOldestQueue[tuple[int, Image | CompressedImage, float]] = DropOldestQueue(values["queue_size"])
+        self._losses = LossCounter()  # image callback only
+        self._last_image = time.monotonic()
+        self._timeout_warned = False  # worker thread only
+        # Items are (sequence number, message, monotonic arrival time, arrival stamp in ns of the node clock).
+        # The sequence numbers let a reset wait for the frames received before it: a dropped frame always has
+        # a later one behind it in the queue.
+        self._queue: DropOldestQueue[tuple[int, Image | CompressedImage, float, int]] = DropOldestQueue(
+            values["queue_size"]
+        )
         self._progress = threading.Condition()
         self._seq_received = 0
         self._seq_done = 0
@@ -167,11 +190,9 @@ class TrackerNode(Node):
             qos_overriding_options=QoSOverridingOptions.with_default_policies(),
         )
 
-        services = MutuallyExclusiveCallbackGroup()
-        self.create_service(AddPoints, "add_points", self._on_add_points, callback_group=services)
-        self.create_service(AddMaskPoints, "add_mask_points", self._on_add_mask_points, callback_group=services)
-        self.create_service(RemovePoints, "remove_points", self._on_remove_points, callback_group=services)
-        self.create_service(Trigger, "reset", self._on_reset, callback_group=services)
+        self._query_services = QueryServices(
+            self, tracker, self._engine_lock, self.flush_and_reset, lambda: self._mask_grid_size
+        )
 
         # Registered after the declarations: rclpy calls it for declare_parameter too.
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -210,6 +231,8 @@ class TrackerNode(Node):
             target = self._seq_received
             self._progress.wait_for(lambda: self._seq_done >= target or self._stop.is_set(), timeout=wait_s)
         with self._engine_lock:
+            # A backlog left after wait_s is dropped (and counted), not waited for; later frames stay.
+            self._queue.drop_where(lambda item: item[0] <= target)
             return self._restart_locked(reason, warn=False)
 
     def destroy_node(self) -> None:
@@ -223,14 +246,20 @@ class TrackerNode(Node):
 
     # -- callbacks: enqueue only ----------------------------------------------------------------------
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: dict[str, Any] | None = None) -> None:
+        # rclpy passes the middleware's MessageInfo to a two-argument callback: its sequence numbers count the
+        # frames lost before this callback.
+        arrival_ns = self.get_clock().now().nanoseconds
+        lost = self._losses.observe(info, time_to_ns(msg.header.stamp))
         with self._progress:
             self._seq_received += 1
             seq = self._seq_received
-        self._queue.put((seq, msg, time.monotonic()))
+        self._last_image = time.monotonic()
+        self._queue.put((seq, msg, self._last_image, arrival_ns))
         with self._stats_lock:
             self._stats.received += 1
             self._stats.period_received += 1
+            self._stats.lost += lost
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         updates: dict[str, Any] = {}
@@ -241,6 +270,11 @@ class TrackerNode(Node):
                 value = float(param.value)
                 if not 0.0 <= value <= 1.0:
                     return SetParametersResult(successful=False, reason="visibility_threshold must be in [0, 1]")
+            if param.name in ("grid_size", "mask_grid_size"):
+                try:
+                    check_grid_param(param.name, int(param.value), self._tracker.config.max_points_per_request)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
             updates[param.name] = param.value
         if "visibility_threshold" in updates:
             self._tracker.visibility_threshold = float(updates["visibility_threshold"])
@@ -252,6 +286,8 @@ class TrackerNode(Node):
             self._session.grid_query_frame = int(updates["grid_query_frame"])
         if "mask_grid_size" in updates:
             self._mask_grid_size = int(updates["mask_grid_size"])
+        if "image_timeout_s" in updates:
+            self._image_timeout_s = float(updates["image_timeout_s"])
         for name, value in updates.items():
             self.get_logger().info(f"parameter {name} set to {value}")
         return SetParametersResult(successful=True)
@@ -263,9 +299,9 @@ class TrackerNode(Node):
         while not self._stop.is_set():
             item = self._queue.get(timeout=max(0.0, next_diag - time.monotonic()))
             if item is not None:
-                seq, msg, received = item
+                seq, msg, received, arrival_ns = item
                 try:
-                    self._process(msg, received)
+                    self._process(msg, received, arrival_ns)
                 except Exception as exc:  # the worker must survive anything one frame does
                     self._note_error(f"unexpected error on a frame: {exc!r}")
                     self.get_logger().error(traceback.format_exc())
@@ -274,6 +310,7 @@ class TrackerNode(Node):
                     self._progress.notify_all()
             if time.monotonic() >= next_diag:
                 next_diag = time.monotonic() + self._diag_period
+                self._check_image_timeout()
                 try:
                     self._publish_diagnostics()
                 except Exception as exc:  # e.g. the context shutting down under us
@@ -285,32 +322,50 @@ class TrackerNode(Node):
             self._stats.rejected += 1
             self._stats.last_error = text
 
-    def _reject(self, text: str) -> None:
-        """Count a rejected frame and log why, each distinct reason at most once per REJECT_LOG_PERIOD_S
-        (a camera with a wrong encoding would otherwise log at its frame rate)."""
+    def _check_image_timeout(self) -> None:
+        silent = time.monotonic() - self._last_image
+        if self._image_timeout_s > 0 and silent > self._image_timeout_s:
+            if not self._timeout_warned:
+                self.get_logger().warning(f"no image for {silent:.1f} s (image_timeout_s {self._image_timeout_s})")
+            self._timeout_warned = True
+        else:
+            self._timeout_warned = False
+
+    def _reject(self, text: str, kind: str | None = None) -> None:
+        """Count a rejected frame and log why, each kind of reason (default: the text) at most once per
+        REJECT_LOG_PERIOD_S (a camera with a wrong encoding would otherwise log at its frame rate)."""
         self._note_error(text)
-        now = time.monotonic()
-        if now - self._reject_logged.get(text, -REJECT_LOG_PERIOD_S) >= REJECT_LOG_PERIOD_S:
+        key, now = kind or text, time.monotonic()
+        if now - self._reject_logged.get(key, -REJECT_LOG_PERIOD_S) >= REJECT_LOG_PERIOD_S:
             if len(self._reject_logged) > 100:
                 self._reject_logged.clear()
-            self._reject_logged[text] = now
+            self._reject_logged[key] = now
             self.get_logger().error(text)
 
-    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+    def _frame_stamp(self, header: Header, arrival_ns: int) -> Header:
+        """The header the frame is tracked and published with: its stamp chosen by ``stamp_source``."""
+        use_arrival = self._stamp_source == "receive" or (
+            self._stamp_source == "auto" and time_to_ns(header.stamp) == 0
+        )
+        return Header(stamp=ns_to_time(arrival_ns), frame_id=header.frame_id) if use_arrival else header
+
+    def _process(self, msg: Image | CompressedImage, received: float, arrival_ns: int) -> None:
         try:
             rgb = message_to_rgb(msg)
         except ValueError as exc:
             self._reject(f"image rejected: {exc}")
             return
+        header = self._frame_stamp(msg.header, arrival_ns)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         want_pixels = self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0
         with self._engine_lock:
-            meta = _FrameMeta(msg.header, size, rgb if want_pixels else None)
-            step = self._session.push(rgb, time_to_ns(msg.header.stamp), meta)
+            meta = _FrameMeta(header, size, rgb if want_pixels else None)
+            step = self._session.push(rgb, time_to_ns(header.stamp), meta)
             if step.restart is not None:
                 self._after_restart(step.restart, warn=True)
             if step.rejected is not None:
-                self._reject(f"frame rejected by the tracker: {step.rejected}")
+                kind = step.rejected.kind if isinstance(step.rejected, StampGlitchError) else "frame"
+                self._reject(f"frame rejected: {step.rejected}", kind=kind)
                 return
             if step.grid is not None:
                 if step.grid.error:
@@ -335,9 +390,12 @@ class TrackerNode(Node):
         if restart.flush_error is not None:
             self.get_logger().error(f"flush before reset failed: {restart.flush_error!r}")
         self._publish(restart.flushed)
+        dropped = diag.id_ranges(restart.dropped_ids)
         with self._stats_lock:
             self._stats.resets += 1
-        text = f"{restart.reason}: tracker reset after flushing {len(restart.flushed)} frame(s)"
+            self._stats.last_reset = f"{restart.reason}; ids dropped: {dropped}"
+        text = (f"{restart.reason}: tracker reset after flushing {len(restart.flushed)} frame(s); ids dropped: "
+                f"{dropped}")
         # rclpy ties a severity to each call site: one line per severity.
         if warn:
             self.get_logger().warning(text)
@@ -384,6 +442,7 @@ class TrackerNode(Node):
                     diag.CHECKPOINT: self._checkpoint or "(none: untrained weights)",
                     diag.UNTRAINED: str(self._tracker.untrained).lower(),
                     diag.LAST_ERROR: self._stats.last_error,
+                    diag.LAST_IMAGE_AGE: f"{time.monotonic() - self._last_image:.1f}",
                 }
             )
         status = DiagnosticStatus(
@@ -394,6 +453,8 @@ class TrackerNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, "untrained weights: tracks are noise"
         elif period_dropped:
             status.level, status.message = DiagnosticStatus.WARN, f"dropped {period_dropped} frame(s): tracker too slow"
+        elif self._timeout_warned:
+            status.level, status.message = DiagnosticStatus.WARN, f"no image for {values[diag.LAST_IMAGE_AGE]} s"
         else:
             status.level, status.message = DiagnosticStatus.OK, "tracking"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
@@ -401,75 +462,6 @@ class TrackerNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [status]
         self._diag_pub.publish(array)
-
-    # -- services: never raise, always answer ------------------------------------------------------------
-
-    def _on_add_points(self, request: AddPoints.Request, response: AddPoints.Response) -> AddPoints.Response:
-        try:
-            x = np.asarray(request.x, dtype=np.float32)
-            y = np.asarray(request.y, dtype=np.float32)
-            if len(x) != len(y):
-                raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)})")
-            if len(x) == 0:
-                raise ValueError("no points given")
-            ids = [int(i) for i in request.ids]
-            if ids and len(ids) != len(x):
-                raise ValueError(f"{len(ids)} ids given for {len(x)} points (give none or one per point)")
-            stamp = time_to_ns(request.stamp) or None
-            with self._engine_lock:
-                new_ids = self._tracker.add_queries(np.stack([x, y], axis=1), stamp=stamp, ids=ids or None)
-            response.success, response.ids = True, new_ids
-            response.message = f"added {len(new_ids)} point(s)"
-        except Exception as exc:
-            self._fail(response, "add_points", exc)
-        return response
-
-    def _on_add_mask_points(
-        self, request: AddMaskPoints.Request, response: AddMaskPoints.Response
-    ) -> AddMaskPoints.Response:
-        try:
-            mask = mask_to_bool(request.mask)
-            grid_size = int(request.grid_size) or self._mask_grid_size
-            stamp = time_to_ns(request.stamp) or None
-            with self._engine_lock:
-                new_ids = self._tracker.add_mask_queries(mask, grid_size, stamp=stamp)
-            response.success, response.ids = True, new_ids
-            response.message = f"added {len(new_ids)} point(s) on a {grid_size}x{grid_size} grid inside the mask"
-        except Exception as exc:
-            self._fail(response, "add_mask_points", exc)
-        return response
-
-    def _on_remove_points(
-        self, request: RemovePoints.Request, response: RemovePoints.Response
-    ) -> RemovePoints.Response:
-        try:
-            ids = [int(i) for i in request.ids]
-            if not ids:
-                raise ValueError("no ids given")
-            with self._engine_lock:
-                self._tracker.remove_queries(ids)
-            response.success, response.message = True, f"removed {len(ids)} point(s)"
-        except Exception as exc:
-            self._fail(response, "remove_points", exc)
-        return response
-
-    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        try:
-            flushed = self.flush_and_reset()
-            response.success = True
-            response.message = f"flushed {flushed} frame(s) and reset; automatic grid (if any) is re-applied"
-        except Exception as exc:
-            self._fail(response, "reset", exc)
-        return response
-
-    def _fail(self, response: Any, service: str, exc: Exception) -> None:
-        response.success = False
-        if isinstance(exc, ValueError):
-            response.message = str(exc)
-            self.get_logger().warning(f"{service} refused: {exc}")
-        else:
-            response.message = f"internal error: {exc!r}"
-            self.get_logger().error(f"{service} failed: {traceback.format_exc()}")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -152,7 +152,52 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Publish debug_image (rgb8) with the tracks drawn; rendered only while someone subscribes.",
     ),
     ParamSpec("diagnostics_period", 1.0, "Seconds between two /diagnostics messages.", range=(0.1, 60.0)),
+    ParamSpec(
+        "max_points",
+        _DEFAULTS.max_points,
+        "Most points tracked at once (automatic grid included); a request that would pass it is refused whole.",
+        range=(1, 1_000_000),
+    ),
+    ParamSpec(
+        "max_points_per_request",
+        _DEFAULTS.max_points_per_request,
+        "Most points one add_points request may add; add_mask_points and grid_size may place at most "
+        "floor(sqrt(max_points_per_request))^2 grid points.",
+        range=(1, 1_000_000),
+    ),
+    ParamSpec(
+        "stamp_source",
+        "auto",
+        "Which time stamps a frame: header (the image's header stamp; a zero stamp is rejected), receive (the "
+        "node's clock on arrival), auto (the header stamp, or the arrival time when it is zero). Published tracks "
+        "carry the stamp used.",
+        constraints="header, receive or auto",
+    ),
+    ParamSpec(
+        "time_jump_tolerance_s",
+        1.0,
+        "A frame stamped earlier than the previous one by more than this resets the tracker (a bag looping, "
+        "simulated time restarting); by less, or a repeated stamp, only that frame is rejected.",
+        range=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "image_timeout_s",
+        5.0,
+        "Warn (log and diagnostics) when no image has arrived for this long; 0: never. Tunable live.",
+        read_only=False,
+        range=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "num_threads",
+        0,
+        "CPU threads of the tracker's torch operations; 0: one less than the CPU cores (at least 1), so that "
+        "the ROS callbacks keep a core and an overloaded camera cannot starve the tracker.",
+        range=(0, 256),
+    ),
 )
+
+#: Values of ``stamp_source``.
+STAMP_SOURCES = ("header", "receive", "auto")
 
 PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 
@@ -204,4 +249,23 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
         iters=setting("iters"),
         visibility_threshold=float(values["visibility_threshold"]),
         arch=arch,
+        max_points=int(values["max_points"]),
+        max_points_per_request=int(values["max_points_per_request"]),
     )
+
+
+def check_node_params(values: dict[str, Any]) -> None:
+    """The node's own parameters (those not in StreamConfig) in relation to each other; raises ValueError."""
+    if values["stamp_source"] not in STAMP_SOURCES:
+        raise ValueError(f"stamp_source must be one of {', '.join(STAMP_SOURCES)}, got {values['stamp_source']!r}")
+    for name in ("grid_size", "mask_grid_size"):
+        check_grid_param(name, int(values[name]), int(values["max_points_per_request"]))
+
+
+def check_grid_param(name: str, size: int, max_points_per_request: int) -> None:
+    """A grid parameter within the per-request limit (its size^2 grid points are added in one request)."""
+    if size * size > max_points_per_request:
+        raise ValueError(
+            f"{name} {size} makes {size * size} grid points, more than max_points_per_request "
+            f"({max_points_per_request})"
+        )

@@ -47,8 +47,9 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from cotracker3_core.evaluation.protocol import read_frames
+from cotracker3_ros import diagnostics as diag
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image, time_to_ns, tracks_msg_arrays
-from cotracker3_ros.frame_queue import DropOldestQueue
+from cotracker3_ros.frame_queue import DropOldestQueue, LossCounter
 from cotracker3_ros.node import parse_arch, stream_config_from_params
 from cotracker3_ros.params import PARAMS
 from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
@@ -78,6 +79,24 @@ def test_drop_oldest_queue_counts_drops_and_keeps_newest() -> None:
     assert q.put(9) is False and q.get(1.0) is None
     with pytest.raises(ValueError, match="queue size"):
         DropOldestQueue(0)
+    q = DropOldestQueue(5)
+    for i in range(5):
+        q.put(i)
+    assert q.drop_where(lambda i: i <= 2) == 3 and q.dropped == 3 and [q.get(0), q.get(0)] == [3, 4]
+
+
+def test_loss_counter_from_sequence_numbers_else_stamps() -> None:
+    def info(seq: int, gid: bytes = b"a") -> dict:
+        return {"publication_sequence_number": seq, "publisher_gid": {"data": gid}}
+
+    losses = LossCounter()
+    assert [losses.observe(info(s), 0) for s in (1, 2, 5, 6)] == [0, 0, 2, 0]
+    assert losses.observe(info(1, b"b"), 0) == 0 and losses.observe(info(4, b"b"), 0) == 2  # per publisher
+    assert losses.observe(info(1), 0) == 0 and losses.lost == 4  # a restarted publisher starts over
+    # No sequence numbers (unsupported: 0 or 2**64 - 1): gaps in the stamps against the measured period.
+    by_stamp, period = LossCounter(), 33_000_000
+    got = [by_stamp.observe({"publication_sequence_number": 2**64 - 1}, t * period) for t in (1, 2, 3, 4, 5, 6, 9, 10)]
+    assert got == [0, 0, 0, 0, 0, 0, 2, 0] and by_stamp.observe(None, 0) == 0  # unstamped frames count nothing
 
 
 def test_arch_and_stream_config_from_parameters() -> None:
@@ -627,24 +646,31 @@ def test_debug_image_rendered_for_subscribers(tracker: Tracker) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_stamp_regression_and_size_change_reset_and_regrid(tracker: Tracker) -> None:
+def test_stamp_glitches_cost_one_frame_while_jumps_and_size_changes_reset_and_regrid(tracker: Tracker) -> None:
     stamps = next_stamps(12)
     images = synthetic_images(stamps)
     for msg in images[:6]:
         tracker.publish(msg)
-    older = synthetic_images([stamps[2]])[0]  # not later than the previous: reset, then continue
-    tracker.publish(older)
+    repeated, slightly_older = synthetic_images([stamps[5], stamps[2]])  # within time_jump_tolerance_s: dropped
+    tracker.publish(repeated)
+    tracker.publish(slightly_older)
+    much_older = stamps[0] - 5_000_000_000  # 5 s back (a bag looping): reset, then continue
+    tracker.publish(synthetic_images([much_older])[0])
     bigger = synthetic_images(stamps[6:12], size=(120, 160))  # new size: reset again
     for msg in bigger:
         tracker.publish(msg)
     got = tracker.finish()
-    assert [time_to_ns(m.header.stamp) for m in got] == [*stamps[:6], stamps[2], *stamps[6:12]]
+    assert [time_to_ns(m.header.stamp) for m in got] == [*stamps[:6], much_older, *stamps[6:12]]
     assert [(m.image_height, m.image_width) for m in got] == [SIZE] * 7 + [(120, 160)] * 6
     for msg in got:  # the grid is re-applied on frame 0 of every new stream
         assert tracks_msg_arrays(msg)["ids"].tolist() == list(range(GRID * GRID))
     log = tracker.proc.log()
-    assert "is not later than the previous one" in log
+    assert "repeats the previous one" in log and "within time_jump_tolerance_s: frame dropped, no reset" in log
+    assert "time went back 5.1" in log
     assert "image size changed from (96, 128) to (120, 160)" in log
+    # Each reset is reported with the ids it dropped, so that a client can re-add its points.
+    assert tracker.peer.spin_until(lambda: tracker.diagnostics().get(diag.LAST_RESET, "").startswith("reset requested"))
+    assert "image size changed" in log and f"ids dropped: 0-{GRID * GRID - 1}" in log
 
 
 @pytest.mark.timeout(120)
