@@ -18,11 +18,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -53,34 +54,49 @@ def engine_fps(frames: Sequence[np.ndarray], checkpoint: str, grid_size: int, th
     return (len(frames) - warm) / (time.perf_counter() - started)
 
 
-def run_node(frames: Sequence[np.ndarray], rate: float, checkpoint: str, grid_size: int, log: Path) -> dict:
-    """Publish ``frames`` at ``rate`` Hz to a node process; return counts and lags."""
+def run_node(frames: Sequence[np.ndarray], rate: float, node_params: Mapping[str, str], log: Path,
+             camera_qos: QoSProfile | None = None, tail: int = 0) -> dict:
+    """Publish ``frames`` at ``rate`` Hz to a node process started with ``node_params`` (name -> ROS value);
+    return counts, lags and the node's diagnostics.
+
+    camera_qos: the image publisher's QoS; None: reliable (nothing may be lost on the way).
+    tail: frames published at 5 Hz after the others (counted in ``published``): their sequence numbers let the
+        node count frames lost at the end of the fast part.
+    """
     domain = 150 + os.getpid() % 50
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    ros_args = ["-r", f"__ns:={NAMESPACE}", "-r", f"image:={TOPIC}", "-p", f"checkpoint:='{checkpoint}'",
-                "-p", f"grid_size:={grid_size}", "-p", "diagnostics_period:=0.5",
-                "-p", f"qos_overrides.{TOPIC}.subscription.reliability:=reliable",
+    ros_args = ["-r", f"__ns:={NAMESPACE}", "-r", f"image:={TOPIC}", "-p", "diagnostics_period:=0.5",
                 "-p", f"qos_overrides.{NAMESPACE}/tracks.publisher.depth:=1000",
                 "-p", f"qos_overrides.{NAMESPACE}/tracks.publisher.reliability:=reliable"]
+    if camera_qos is None:
+        ros_args += ["-p", f"qos_overrides.{TOPIC}.subscription.reliability:=reliable"]
+    for name, value in node_params.items():
+        ros_args += ["-p", f"{name}:={value}"]
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     node = NodeProcess.start(default_node_command(), ros_args, env, log)
     peer = ReplayPeer(domain, NAMESPACE, TOPIC, Image, clock=False)
     peer.process = node
+    publisher = peer.image_pub if camera_qos is None else peer.node.create_publisher(Image, TOPIC, camera_qos)
     try:
-        if not peer.wait_for(lambda: peer.image_pub.get_subscription_count() > 0
+        if not peer.wait_for(lambda: publisher.get_subscription_count() > 0
                              and peer.tracks_sub.get_publisher_count() > 0, 120.0, 0.05):
             raise RuntimeError(f"the node did not come up:\n{node.log_tail()}")
         time.sleep(1.0)
         sent: dict[int, float] = {}
         start = time.monotonic() + 0.5
-        for i, frame in enumerate(frames):
-            delay = start + i / rate - time.monotonic()
+        times = [i / rate for i in range(len(frames))]
+        times += [times[-1] + (k + 1) * 0.2 for k in range(tail)]
+        for i, at in enumerate(times):
+            delay = start + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             stamp = time.time_ns()
             sent[stamp] = time.monotonic()
-            peer.image_pub.publish(rgb_to_image(frame, Header(stamp=ns_to_time(stamp), frame_id="camera")))
+            if i == len(frames) - 1:
+                fast_s = sent[stamp] - start
+            frame = frames[min(i, len(frames) - 1)]
+            publisher.publish(rgb_to_image(frame, Header(stamp=ns_to_time(stamp), frame_id="camera")))
         publish_s = time.monotonic() - start
         last = -1
         while peer.received_count() != last:  # until the node has caught up (nothing new for 2 s)
@@ -91,15 +107,20 @@ def run_node(frames: Sequence[np.ndarray], rate: float, checkpoint: str, grid_si
         values = peer.wait_diagnostics(time.monotonic() + 0.1, 10.0)
         received = {r.stamp: r.arrival for r in peer.received_since(0)}
         lags = [1000.0 * (received[s] - sent[s]) for s in sent if s in received and received[s] <= before_reset]
+        periods = peer.diagnostics_between(start, before_reset)
+        steps = [float(v[diag.STEP_LATENCY_P50]) for v in periods if diag.is_number(v.get(diag.STEP_LATENCY_P50))]
         return {
-            "published": len(frames),
-            "publish_rate_hz": len(frames) / publish_s,
+            "published": len(times),
+            "publish_rate_hz": (len(frames) - 1) / max(fast_s, 1e-9),
+            "publish_s": publish_s,
             "tracked": len(set(received) & set(sent)),
-            "node_dropped": int(values[diag.DROPPED_TOTAL]),
             "node_received": int(values[diag.RECEIVED_TOTAL]),
+            "node_dropped": int(values[diag.DROPPED_TOTAL]),
+            "node_lost": int(values[diag.LOST_TOTAL]),
+            "node_rejected": int(values[diag.REJECTED_TOTAL]),
             "lag_ms_p50": float(np.percentile(lags, 50)) if lags else float("nan"),
             "lag_ms_p90": float(np.percentile(lags, 90)) if lags else float("nan"),
-            "step_latency_mean_ms": values.get(diag.STEP_LATENCY_MEAN),
+            "step_ms_p50": float(np.median(steps)) if steps else float("nan"),
         }
     finally:
         peer.close()
@@ -122,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     camera = demo_camera(args.frames, *args.size)
     frames = [camera_frame(camera, t) for t in range(args.frames)]
-    node = run_node(frames, args.rate, args.checkpoint, args.grid_size, args.log)
+    params = {"checkpoint": f"'{args.checkpoint}'", "grid_size": str(args.grid_size)}
+    node = run_node(frames, args.rate, params, args.log)
     fps = engine_fps(frames, args.checkpoint, args.grid_size, args.threads)
     result = {"checkpoint": args.checkpoint, "size": list(args.size), "rate_hz": args.rate,
               "points": args.grid_size**2, **node, "engine_fps": fps}

@@ -16,6 +16,7 @@ import numpy as np
 INPUT_RATE = "input rate (Hz)"
 OUTPUT_RATE = "output rate (Hz)"
 STEP_LATENCY_MEAN = "step latency mean (ms)"
+STEP_LATENCY_P50 = "step latency p50 (ms)"
 STEP_LATENCY_MAX = "step latency max (ms)"
 LAG_MEAN = "end-to-end lag mean (ms)"
 LAG_MAX = "end-to-end lag max (ms)"
@@ -76,6 +77,7 @@ class Stats:
             INPUT_RATE: f"{self.period_received / elapsed:.2f}",
             OUTPUT_RATE: f"{self.period_published / elapsed:.2f}",
             STEP_LATENCY_MEAN: _ms(self.step_latency_s, np.mean),
+            STEP_LATENCY_P50: _ms(self.step_latency_s, np.median),
             STEP_LATENCY_MAX: _ms(self.step_latency_s, np.max),
             LAG_MEAN: _ms(self.lag_s, np.mean),
             LAG_MAX: _ms(self.lag_s, np.max),

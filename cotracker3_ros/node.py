@@ -246,11 +246,11 @@ class TrackerNode(Node):
 
     # -- callbacks: enqueue only ----------------------------------------------------------------------
 
-    def _on_image(self, msg: Image | CompressedImage, info: dict[str, Any] | None = None) -> None:
-        # rclpy passes the middleware's MessageInfo to a two-argument callback: its sequence numbers count the
-        # frames lost before this callback.
+    def _on_image(self, msg: Image | CompressedImage, info: dict[str, Any]) -> None:
+        # rclpy passes the middleware's MessageInfo to a callback that cannot be called with the message alone
+        # (so no default for ``info``): its sequence numbers count the frames lost before this callback.
         arrival_ns = self.get_clock().now().nanoseconds
-        lost = self._losses.observe(info, time_to_ns(msg.header.stamp))
+        self._losses.observe(info, time_to_ns(msg.header.stamp))
         with self._progress:
             self._seq_received += 1
             seq = self._seq_received
@@ -259,7 +259,7 @@ class TrackerNode(Node):
         with self._stats_lock:
             self._stats.received += 1
             self._stats.period_received += 1
-            self._stats.lost += lost
+            self._stats.lost = self._losses.lost
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         updates: dict[str, Any] = {}
