@@ -350,7 +350,8 @@ class StreamingTracker:
         state = self._state
         unknown = sorted(set(ids) - set(state.ids))
         if unknown:
-            raise ValueError(f"unknown query ids: {unknown}")
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ValueError(f"unknown query ids: {unknown[:10]}{more}; nothing removed")
         drop = set(ids)
         keep = [i for i, qid in enumerate(state.ids) if qid not in drop]
         keep_queries(state.window, torch.as_tensor(keep, dtype=torch.long, device=self.device))
