@@ -10,8 +10,9 @@ Subscribed: ``image`` (sensor_msgs/Image) or, with ``compressed: true``, ``image
 (``qos_overrides./image.subscription.reliability`` ...).
 Published: ``tracks`` and ``tracks_refined`` (cotracker3_msgs/Tracks, header copied from the image),
 ``debug_image`` (sensor_msgs/Image), ``/diagnostics`` (diagnostic_msgs/DiagnosticArray).
-Services: ``add_points``, ``add_mask_points``, ``remove_points`` (cotracker3_msgs/srv), ``reset``
-(std_srvs/Trigger). Parameters: see `cotracker3_ros.params`.
+Services (private, under the node's name: ``/tracker_node/add_points`` in the root namespace): ``~/add_points``,
+``~/add_mask_points``, ``~/remove_points`` (cotracker3_msgs/srv), ``~/reset`` (std_srvs/Trigger).
+Parameters: see `cotracker3_ros.params`.
 
 Run: ``ros2 run cotracker3_ros tracker_node --ros-args --params-file config/tracker.yaml`` or
 ``python -m cotracker3_ros.node --ros-args ...``.
@@ -168,10 +169,10 @@ class TrackerNode(Node):
         )
 
         services = MutuallyExclusiveCallbackGroup()
-        self.create_service(AddPoints, "add_points", self._on_add_points, callback_group=services)
-        self.create_service(AddMaskPoints, "add_mask_points", self._on_add_mask_points, callback_group=services)
-        self.create_service(RemovePoints, "remove_points", self._on_remove_points, callback_group=services)
-        self.create_service(Trigger, "reset", self._on_reset, callback_group=services)
+        self.create_service(AddPoints, "~/add_points", self._on_add_points, callback_group=services)
+        self.create_service(AddMaskPoints, "~/add_mask_points", self._on_add_mask_points, callback_group=services)
+        self.create_service(RemovePoints, "~/remove_points", self._on_remove_points, callback_group=services)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
 
         # Registered after the declarations: rclpy calls it for declare_parameter too.
         self.add_on_set_parameters_callback(self._on_set_parameters)
