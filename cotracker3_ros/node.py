@@ -10,8 +10,9 @@ Subscribed: ``image`` (sensor_msgs/Image) or, with ``compressed: true``, ``image
 (``qos_overrides./image.subscription.reliability`` ...).
 Published: ``tracks`` and ``tracks_refined`` (cotracker3_msgs/Tracks, header copied from the image),
 ``debug_image`` (sensor_msgs/Image), ``/diagnostics`` (diagnostic_msgs/DiagnosticArray).
-Services: ``add_points``, ``add_mask_points``, ``remove_points`` (cotracker3_msgs/srv), ``reset``
-(std_srvs/Trigger). Parameters: see `cotracker3_ros.params`.
+Services (private, under the node's name: ``/tracker_node/add_points`` in the root namespace): ``~/add_points``,
+``~/add_mask_points``, ``~/remove_points`` (cotracker3_msgs/srv), ``~/reset`` (std_srvs/Trigger).
+Parameters: see `cotracker3_ros.params`.
 
 Run: ``ros2 run cotracker3_ros tracker_node --ros-args --params-file config/tracker.yaml`` or
 ``python -m cotracker3_ros.node --ros-args ...``.

@@ -29,7 +29,7 @@ from .conversions import mask_to_bool, time_to_ns
 
 #: Requests each service keeps waiting (rclpy's default of 10 loses calls in a burst).
 SERVICE_QUEUE_DEPTH = 1000
-#: Service names, relative to the node.
+#: Service names, private to the node (``/<namespace>/tracker_node/add_points`` ...), as ROS conventions want.
 ADD_POINTS, ADD_MASK_POINTS, REMOVE_POINTS, RESET = "add_points", "add_mask_points", "remove_points", "reset"
 
 
@@ -62,7 +62,7 @@ class QueryServices:
             (RemovePoints, REMOVE_POINTS, self._on_remove_points),
             (Trigger, RESET, self._on_reset),
         ):
-            node.create_service(srv_type, name, handler, qos_profile=qos, callback_group=group)
+            node.create_service(srv_type, f"~/{name}", handler, qos_profile=qos, callback_group=group)
 
     def _on_add_points(self, request: AddPoints.Request, response: AddPoints.Response) -> AddPoints.Response:
         try:

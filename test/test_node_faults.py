@@ -32,7 +32,7 @@ from cotracker3_core.query_admission import MAX_ID
 from cotracker3_ros import diagnostics as diag
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image
 from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
-from cotracker3_ros.tools.node_peer import NodeProcess, ReplayPeer, default_node_command
+from cotracker3_ros.tools.node_peer import NodeProcess, ReplayPeer, default_node_command, node_service
 
 DOMAIN_ID = 232 - os.getpid() % 16  # other modules: test_msgs_dds 100..199, test_ros_node 200..231
 SIZE = (96, 128)
@@ -103,8 +103,8 @@ class Node:
         self.peer = ReplayPeer(DOMAIN_ID, self.namespace, self.topic, Image, clock=False)
         self.peer.process = self.process
         n, ns = self.peer.node, self.namespace
-        self.add_mask_points = n.create_client(AddMaskPoints, f"{ns}/add_mask_points")
-        self.remove_points = n.create_client(RemovePoints, f"{ns}/remove_points")
+        self.add_mask_points = n.create_client(AddMaskPoints, node_service(ns, "add_mask_points"))
+        self.remove_points = n.create_client(RemovePoints, node_service(ns, "remove_points"))
         publisher = self.peer.image_pub if self.reliable else n.create_publisher(Image, self.topic,
                                                                                  qos_profile_sensor_data)
         self.camera = Camera(self.peer, publisher)
@@ -226,7 +226,7 @@ def test_200_concurrent_calls_are_all_answered_while_tracking(node: Node) -> Non
     # 20 callers with 10 calls each. Fast DDS sends each answer to every client of the service in a process,
     # which keeps the ones addressed to it: a client reader as deep as the burst loses none of them.
     deep = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-    clients = [node.peer.node.create_client(AddPoints, f"{node.namespace}/add_points", qos_profile=deep)
+    clients = [node.peer.node.create_client(AddPoints, node_service(node.namespace, "add_points"), qos_profile=deep)
                for _ in range(20)]
     assert node.peer.wait_for(lambda: all(c.service_is_ready() for c in clients), 30.0, 0.02)
     ids = list(range(1000, 1200))

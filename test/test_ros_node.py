@@ -53,7 +53,7 @@ from cotracker3_ros.frame_queue import DropOldestQueue, LossCounter
 from cotracker3_ros.node import parse_arch, stream_config_from_params
 from cotracker3_ros.params import PARAMS
 from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
-from cotracker3_ros.tools.node_peer import DdsPeer
+from cotracker3_ros.tools.node_peer import DdsPeer, node_service
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "config" / "tracker.yaml"
@@ -351,10 +351,11 @@ def make_tracker(peer: Peer, proc: NodeProcess, msg_type: type, image_topic: str
         peer=peer,
         inbox=peer.watch(ns),
         image_pub=n.create_publisher(msg_type, f"{ns}/{image_topic}", peer.reliable),
-        add_points=n.create_client(AddPoints, f"{ns}/add_points"),
-        add_mask_points=n.create_client(AddMaskPoints, f"{ns}/add_mask_points"),
-        remove_points=n.create_client(RemovePoints, f"{ns}/remove_points"),
-        reset=n.create_client(Trigger, f"{ns}/reset"),
+        # The services are private (~/add_points): under the node's name.
+        add_points=n.create_client(AddPoints, node_service(ns, "add_points")),
+        add_mask_points=n.create_client(AddMaskPoints, node_service(ns, "add_mask_points")),
+        remove_points=n.create_client(RemovePoints, node_service(ns, "remove_points")),
+        reset=n.create_client(Trigger, node_service(ns, "reset")),
         get_params=n.create_client(GetParameters, f"{ns}/tracker_node/get_parameters"),
         set_params=n.create_client(SetParameters, f"{ns}/tracker_node/set_parameters"),
         describe_params=n.create_client(DescribeParameters, f"{ns}/tracker_node/describe_parameters"),

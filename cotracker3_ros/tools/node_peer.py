@@ -43,10 +43,18 @@ __all__ = [
     "ReplayPeer",
     "default_node_command",
     "node_ros_args",
+    "node_service",
 ]
 
 #: Node queue size in lockstep mode: the most the node accepts (params.py), so nothing in flight is dropped.
 LOCKSTEP_QUEUE_SIZE = 100
+
+
+def node_service(namespace: str, service: str, node_name: str = NODE_NAME) -> str:
+    """Full name of one of the node's services: they are private (``~/reset``), so under the node's name,
+    e.g. ``/ct3/tracker_node/reset`` for namespace ``/ct3`` ("" or "/" for the root: ``/tracker_node/reset``)."""
+    prefix = namespace.strip("/")
+    return f"/{prefix}/{node_name}/{service}" if prefix else f"/{node_name}/{service}"
 
 
 # --- the node process --------------------------------------------------------------------------------------
@@ -213,9 +221,9 @@ class ReplayPeer(DdsPeer):
         self.diagnostics: list[tuple[float, dict[str, str]]] = []
         self.tracks_sub = self.node.create_subscription(Tracks, f"{self.namespace}/tracks", self._on_tracks, deep)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.add_points = self.node.create_client(AddPoints, f"{self.namespace}/add_points")
-        self.reset = self.node.create_client(Trigger, f"{self.namespace}/reset")
-        self.get_parameters = self.node.create_client(GetParameters, f"{self.namespace}/{NODE_NAME}/get_parameters")
+        self.add_points = self.node.create_client(AddPoints, node_service(self.namespace, "add_points"))
+        self.reset = self.node.create_client(Trigger, node_service(self.namespace, "reset"))
+        self.get_parameters = self.node.create_client(GetParameters, node_service(self.namespace, "get_parameters"))
         self.start()
 
     # -- callbacks (spinner thread) --

@@ -5,10 +5,10 @@ same code as the ``tracker_node`` executable), started here with the model setti
 (same flags, same seeded weights) and ``grid_size 0``, or an already running node is used (``--connect``).
 For each bag:
 
-1. the node is reset (``reset`` service) and the images are published with their recorded bytes (so with their
-   recorded header stamps) on the bag's image topic, reliably;
+1. the node is reset (its private ``~/reset`` service) and the images are published with their recorded bytes
+   (so with their recorded header stamps) on the bag's image topic, reliably;
 2. right after the image of a frame holding ground-truth queries ("first" mode: each track's first visible
-   frame), they are added through the ``add_points`` service with that image's stamp and the track ids as ids;
+   frame), they are added through the ``~/add_points`` service with that image's stamp and the track ids as ids;
    a call made before the node has taken the image is answered "not a frame in the window" and is repeated;
 3. at the end of the bag the node is reset again, which flushes its window, as ``cotracker3-bag-eval`` does;
 4. every ``tracks`` message is recorded with its arrival time and scored like the bag evaluation.
@@ -255,14 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Replay rosbag2 clips with ground truth to the CoTracker3 tracker node over DDS, add the "
-        "ground-truth queries through its add_points service, record its tracks and score them ('first' mode).",
+        "ground-truth queries through its ~/add_points service, record its tracks and score them ('first' mode).",
         formatter_class=CliHelpFormatter,
     )
     add_input_arguments(parser)
     add_model_arguments(parser)
     node = parser.add_argument_group("node and DDS")
-    node.add_argument("--connect", action="store_true", help="use a running node in --namespace instead of "
-                      "starting one (it should run with grid_size 0 and a reliable image subscription)")
+    node.add_argument("--connect", action="store_true", help="use a running node named tracker_node in "
+                      "--namespace instead of starting one (it should run with grid_size 0 and a reliable image "
+                      "subscription)")
     node.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="the node's namespace")
     node.add_argument("--node-command", help="command that starts the node (default: this python -m "
                       "cotracker3_ros.node); --ros-args and the parameters are appended")
