@@ -42,13 +42,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from cotracker3_core import hub
+from cotracker3_core.intake import DropOldestQueue, LossCounter
 from cotracker3_core.session import Emitted, Restart, StampGlitchError, TrackingSession
 from cotracker3_core.streaming import StreamingTracker
 
 from . import diagnostics as diag
 from .conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
 from .debug_image import draw_tracks
-from .frame_queue import DropOldestQueue, LossCounter
 from .params import (
     NODE_NAME,
     PARAMS,

@@ -47,9 +47,9 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from cotracker3_core.evaluation.protocol import read_frames
+from cotracker3_core.intake import DropOldestQueue, LossCounter
 from cotracker3_ros import diagnostics as diag
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image, time_to_ns, tracks_msg_arrays
-from cotracker3_ros.frame_queue import DropOldestQueue, LossCounter
 from cotracker3_ros.node import parse_arch, stream_config_from_params
 from cotracker3_ros.params import PARAMS
 from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene

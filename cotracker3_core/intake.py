@@ -1,5 +1,6 @@
-"""Frame intake: a bounded, thread-safe, drop-oldest queue between the ROS callbacks and the tracking worker,
-and the count of frames lost before it."""
+"""Frame intake of a live consumer (the ROS node): a bounded, thread-safe, drop-oldest queue between the
+callbacks that receive frames and the thread that tracks them, and the count of frames lost before it (from the
+middleware's sequence numbers, else from gaps in the stamps)."""
 
 from __future__ import annotations
 
