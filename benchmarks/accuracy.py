@@ -6,8 +6,9 @@
 Clips: ``cotracker3_core.evaluation.protocol.heldout_clips`` over videos the model never saw in training
 (default: the two videos of ../shared/data, a development checkout's; CC BY-NC, used for evaluation only).
 Rows: zero motion, OpenCV Lucas-Kanade, the checkpoint with its recommended settings ("chosen"), then one
-option changed at a time (step, iters, motion_init, precision). ``--check`` fails unless the chosen
-setting beats Lucas-Kanade by ``--min-aj-margin`` AJ on average and zero motion on every clip.
+option changed at a time (step, iters, motion_init, visibility threshold, model resolution, precision).
+``--check`` fails unless the chosen setting beats Lucas-Kanade by ``--min-aj-margin`` AJ on average and zero
+motion on every clip.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def option_rows(chosen: StreamConfig, quick: bool) -> list[tuple[str, StreamConf
             rows.append((f"iters {iters}", replace(chosen, iters=iters)))
     rows.append((f"motion_init {'off' if chosen.motion_init else 'on'}",
                  replace(chosen, motion_init=not chosen.motion_init)))
+    for threshold in (0.3, 0.4, 0.5, 0.6):
+        if abs(threshold - chosen.visibility_threshold) > 1e-6:
+            rows.append((f"visibility_threshold {threshold}", replace(chosen, visibility_threshold=threshold)))
+    h, w = chosen.model_resolution
+    for scale in (4 / 3, 5 / 3):  # larger inputs: more precision for more compute (multiples of the stride 4)
+        size = (4 * round(h * scale / 4), 4 * round(w * scale / 4))
+        rows.append((f"model_resolution {size[0]}x{size[1]}", replace(chosen, model_resolution=size)))
     if chosen.precision != "fp32":
         rows.append(("fp32", replace(chosen, precision="fp32")))
     elif machine_info(torch.device("cpu"))["native_bf16"]:
