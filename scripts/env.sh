@@ -6,19 +6,20 @@
 #
 # Honours the same overrides as install.sh: ROS_DISTRO (kilted, the default, or jazzy), VENV (default
 # <repo>/.venv, <repo>/.venv-jazzy for jazzy), WS_DIR (default <repo>/build/ws, build/ws-jazzy for
-# jazzy), and exports ROS_DISTRO as a system ROS 2 setup does. Safe for callers running under
-# `set -euo pipefail`.
+# jazzy), and exports ROS_DISTRO as a system ROS 2 setup does (bash keeps a `ROS_DISTRO=jazzy source`
+# prefix only while the file runs: `export ROS_DISTRO=jazzy` first to keep it). Safe for callers running
+# under `set -euo pipefail`.
 # shellcheck shell=bash
 
 _ct3_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 _ct3_distro=${ROS_DISTRO:-kilted}
+# As in install.sh: a value other than jazzy (say humble, from a sourced system ROS 2) means kilted.
 case $_ct3_distro in
-    kilted) _ct3_suffix="" ;;
     jazzy) _ct3_suffix="-jazzy" ;;
+    kilted) _ct3_suffix="" ;;
     *)
-        echo "scripts/env.sh: ROS_DISTRO=$_ct3_distro: only kilted and jazzy are installed by scripts/install.sh" >&2
-        unset _ct3_root _ct3_distro
-        return 1 2>/dev/null || exit 1
+        echo "scripts/env.sh: warning: ROS_DISTRO=$_ct3_distro is not installed by scripts/install.sh; using kilted" >&2
+        _ct3_distro=kilted _ct3_suffix=""
         ;;
 esac
 _ct3_venv=${VENV:-$_ct3_root/.venv$_ct3_suffix}

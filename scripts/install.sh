@@ -10,7 +10,7 @@
 #   jazzy:  .venv-jazzy  + build/ws-jazzy  from requirements-jazzy.txt
 #   ROS_DISTRO=jazzy bash scripts/install.sh && ROS_DISTRO=jazzy source scripts/env.sh
 # Both files include requirements-common.txt (numpy, opencv, colcon, pytest, ...) and add their
-# distro's ROS 2 wheels. A ROS_DISTRO left by a sourced system ROS 2 (humble, ...) is refused.
+# distro's ROS 2 wheels. Any other ROS_DISTRO (a sourced system ROS 2's) installs kilted.
 #
 # Steps, each safe to repeat:
 #   1. create the venv ($VENV, default <repo>/.venv) if it is missing;
@@ -29,18 +29,18 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# ROS 2 distro of the wheels. Another value (a sourced system ROS 2 exports ROS_DISTRO=humble, ...)
+# falls back to kilted, with a warning, as this script did before it had a switch.
 ROS_DISTRO=${ROS_DISTRO:-kilted}
+if [[ $ROS_DISTRO != kilted && $ROS_DISTRO != jazzy ]]; then
+    echo "[install] warning: ROS_DISTRO=$ROS_DISTRO has no PyPI wheels here (kilted or jazzy); installing kilted" >&2
+    ROS_DISTRO=kilted
+fi
 # Per distro: requirements file, default venv and workspace, and the rclpy release series it
 # installs (to refuse a venv that already holds another distro: pip would silently swap its wheels).
 case $ROS_DISTRO in
     kilted) REQUIREMENTS=requirements.txt       suffix=""       rclpy_series=9. ;;
     jazzy)  REQUIREMENTS=requirements-jazzy.txt suffix="-jazzy" rclpy_series=7. ;;
-    *)
-        echo "[install] ROS_DISTRO=$ROS_DISTRO: this script installs the PyPI wheels of kilted or jazzy only." >&2
-        echo "  With a system ROS 2 sourced, build in a colcon workspace instead (README), or run" >&2
-        echo "  ROS_DISTRO=kilted (or jazzy) bash scripts/install.sh" >&2
-        exit 1
-        ;;
 esac
 VENV=${VENV:-$REPO_ROOT/.venv$suffix}
 WS_DIR=${WS_DIR:-$REPO_ROOT/build/ws$suffix}
