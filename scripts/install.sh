@@ -103,7 +103,8 @@ log "pip done in $(elapsed "$t")"
 # --- 3. include paths the std_msgs wheel's CMake target names --------------------------------
 # The wheels were built in a manylinux image whose Python lived under /opt/python/cp311-cp311;
 # their exported CMake targets still name its include folders, and CMake refuses non-existent
-# ones. Point them at this venv's Python headers and numpy headers (only where missing).
+# ones. Point them at this venv's Python headers and numpy headers (only where missing). Kilted's and
+# Jazzy's wheels name the same two paths (both were built with numpy 2), so one pair of links serves both.
 read -r py_include np_include < <("$VPY" -c \
     'import sysconfig, numpy; print(sysconfig.get_paths()["include"], numpy.get_include())')
 link_if_missing() {  # <link path> <target>
