@@ -29,8 +29,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from benchmarks.shutdown import SMALL_CONFIG, NodeRun, Outcome, domain_id, run_startup, signal_run
 from cotracker3_core.checkpoint import build_model, save_checkpoint
 from cotracker3_ros import diagnostics as diag
-from cotracker3_ros.lifecycle import EXIT_BAD_CONFIG, LOGGER_NAME
-from cotracker3_ros.params import NODE_NAME
+from cotracker3_ros.lifecycle import EXIT_BAD_CONFIG, LOGGER_NAME, describe_startup_error
+from cotracker3_ros.params import NODE_NAME, PARAMS, stream_config_from_params
 from cotracker3_ros.tools.demo import DEMO_ARCH
 from cotracker3_ros.tools.node_peer import DdsPeer
 
@@ -45,6 +45,7 @@ BAD_STARTS: dict[str, tuple[list[str] | Callable[[Path], list[str]], str]] = {
     "visibility_threshold out of range": (["-p", "visibility_threshold:=2.0"], "visibility_threshold out of range"),
     "queue_size out of range": (["-p", "queue_size:=0"], "Parameter queue_size out of range"),
     "model_resolution too small": (["-p", "model_resolution:=[4,4]"], "model_resolution [4, 4] is too small"),
+    "arch field of the wrong type": (["-p", "arch:='{latent_dim: abc}'"], "parameter arch: latent_dim must be int"),
     "unknown device": (["-p", "device:=tpu"], "device must be auto, cuda or cpu, got 'tpu'"),
     "missing checkpoint": (["-p", "checkpoint:=/nonexistent/x.pth"], "checkpoint '/nonexistent/x.pth' not found"),
     "missing parameters file": (["--params-file", "/missing.yaml"], "parameters file /missing.yaml: no such file"),
@@ -176,3 +177,24 @@ def test_small_configuration_is_the_demo_architecture() -> None:
     arch = next(a for a in SMALL_CONFIG if a.startswith("arch:="))
     assert json.loads(arch[len("arch:='") : -1]) == DEMO_ARCH
     assert LOGGER_NAME == NODE_NAME  # lifecycle cannot import params (torch) for it
+
+
+def test_arch_values_of_the_wrong_type_are_bad_parameters() -> None:
+    values = {p.name: p.default for p in PARAMS}
+    with pytest.raises(ValueError, match="latent_dim must be int, got 'abc'"):
+        stream_config_from_params({**values, "arch": "{latent_dim: abc}"})
+    assert stream_config_from_params({**values, "arch": "{mlp_ratio: 2}"}).arch == {"mlp_ratio": 2}
+
+
+def test_rcl_errors_are_described_without_c_source_locations(tmp_path: Path) -> None:
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    text = (
+        "failed to initialize rcl: Couldn't parse params file: '--params-file {}'. Error: Error opening YAML file, "
+        "at /project/src/parser.c:271, at /project/src/rcl/arguments.c:415"
+    )
+    missing = describe_startup_error(rclpy_implementation.RCLError(text.format(tmp_path / "none.yaml")))
+    assert missing == f"cannot read the parameters file {tmp_path / 'none.yaml'}: no such file"
+    (tmp_path / "here.yaml").write_text("x")
+    there = describe_startup_error(rclpy_implementation.RCLError(text.format(tmp_path / "here.yaml")))
+    assert there.endswith("here.yaml: Error opening YAML file")
