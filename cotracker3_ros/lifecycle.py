@@ -78,11 +78,13 @@ def main(args: Sequence[str] | None = None) -> int:
     signals.install()
     process = _Process(signals)
     try:
-        code = process.run(None if args is None else list(args))
-    except ShutdownRequested as exc:  # a signal during start-up, wherever it landed
+        try:
+            code = process.run(None if args is None else list(args))
+        finally:  # nested: a signal landing just before this line is still caught below
+            signals.interruptible = False
+    except ShutdownRequested as exc:  # a signal during start-up, wherever it landed (raised once at most)
         code = 0
         _log_info(f"{exc} received while starting ({process.stage}): start abandoned")
-    signals.interruptible = False
     stopped = process.close()
     # Python restores the default handlers while it finalizes: a late signal (the second of a double Ctrl-C)
     # would then kill the process. Ignored handlers are left alone, and there is nothing left to interrupt.
@@ -164,7 +166,11 @@ class _Process:
             self.node.destroy_node()
         rclpy = sys.modules.get("rclpy")  # absent when a signal interrupted its import
         if rclpy is not None:
-            rclpy.try_shutdown()  # also destroys a node whose construction failed half-way
+            try:
+                rclpy.try_shutdown()  # also destroys a node whose construction failed half-way
+            except Exception as exc:  # e.g. a signal interrupted rclpy's Node.__init__: nothing left to save
+                rclpy.logging.get_logger(LOGGER_NAME).warning(f"incomplete ROS shutdown: {exc!r}")
+                rclpy.logging.get_logger(LOGGER_NAME).debug(traceback.format_exc())
         return stopped
 
 
