@@ -5,7 +5,8 @@ cotracker3_ros.node``), real rclpy, real Fast DDS, no mocks.
   exit code 2, without a traceback;
 - the small untrained configuration starts, publishes /diagnostics and idles until SIGINT (exit 0);
 - SIGINT, SIGINT twice 50 ms apart and SIGTERM, sent to the process group, stop it with exit code 0 whatever it is
-  doing (2 runs per sequence spread over the four moments of `benchmarks.shutdown`, which runs the full matrix).
+  doing (2 runs per sequence spread over the four moments of `benchmarks.shutdown`, which runs the full matrix);
+- at run time, NaN tracks are sent as not visible and raise the diagnostics to ERROR (a node in this process).
 
 Every process of the module is started by one fixture, a few at a time, so that their start-ups (torch imports)
 overlap; the tests then read the outcomes.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import signal
 import struct
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -23,15 +25,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import rclpy
 import torch
+from cotracker3_msgs.msg import Tracks
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 from benchmarks.shutdown import SMALL_CONFIG, NodeRun, Outcome, domain_id, run_startup, signal_run
 from cotracker3_core.checkpoint import build_model, save_checkpoint
+from cotracker3_core.streaming import StreamConfig, StreamingTracker
 from cotracker3_ros import diagnostics as diag
+from cotracker3_ros.conversions import ns_to_time, rgb_to_image
 from cotracker3_ros.lifecycle import EXIT_BAD_CONFIG, LOGGER_NAME, describe_startup_error
+from cotracker3_ros.node import TrackerNode
 from cotracker3_ros.params import NODE_NAME, PARAMS, stream_config_from_params
-from cotracker3_ros.tools.demo import DEMO_ARCH
+from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
 from cotracker3_ros.tools.node_peer import DdsPeer
 
 #: Node processes at a time (2 CPU cores: start-ups are mostly torch imports).
@@ -198,3 +211,52 @@ def test_rcl_errors_are_described_without_c_source_locations(tmp_path: Path) -> 
     (tmp_path / "here.yaml").write_text("x")
     there = describe_startup_error(rclpy_implementation.RCLError(text.format(tmp_path / "here.yaml")))
     assert there.endswith("here.yaml: Error opening YAML file")
+
+
+@pytest.mark.timeout(120)
+def test_non_finite_tracks_raise_the_diagnostics_to_error() -> None:
+    """A model that passes nothing through its transformer but NaN (built here, so no self-check), in a node in
+    this process, fed over DDS by a peer: its tracks come out not visible, its diagnostics at ERROR."""
+    tracker = StreamingTracker.from_config(
+        StreamConfig(device="cpu", model_resolution=(64, 96), window_len=8, step=4, iters=1, arch=DEMO_ARCH)
+    )
+    with torch.no_grad():
+        for p in tracker.model.transformer.parameters():
+            p.fill_(float("nan"))
+    domain = domain_id()
+    context = Context()
+    rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+    overrides = [Parameter("grid_size", value=4), Parameter("diagnostics_period", value=0.2)]
+    node = TrackerNode(tracker=tracker, context=context, namespace="/lifecycle_nan", parameter_overrides=overrides)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=lambda: executor.spin(), daemon=True)
+    spinner.start()
+    peer = DdsPeer("lifecycle_nan_peer", domain)
+    levels: list[int] = []
+    tracks: list[Tracks] = []
+    peer.node.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda m: levels.extend(s.level for s in m.status if s.hardware_id.startswith("/lifecycle_nan/")), 10,
+    )  # fmt: skip
+    peer.node.create_subscription(Tracks, "/lifecycle_nan/tracks", tracks.append, 50)
+    pub = peer.node.create_publisher(Image, "/lifecycle_nan/image", 10)
+    peer.start()
+    try:
+        scene = SyntheticScene(96, 128)
+        deadline = time.monotonic() + 60.0
+        i = 0
+        while DiagnosticStatus.ERROR not in levels and time.monotonic() < deadline:
+            pub.publish(rgb_to_image(scene.frame(i % 16), Header(stamp=ns_to_time(time.time_ns()))))
+            i += 1
+            time.sleep(0.05)
+        assert DiagnosticStatus.ERROR in levels, f"diagnostic levels seen: {levels}"
+        assert tracker.nonfinite_frames > 0
+        with_points = [m for m in tracks if len(m.ids)]
+        assert with_points and not any(any(m.visible) for m in with_points)
+    finally:
+        peer.close()
+        node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown(context=context)
+        spinner.join(timeout=5)
