@@ -11,7 +11,7 @@ cotracker3_ros.node`` calls `main` before importing anything else). While the pr
 ``rclpy.init``, model build, self-check) the first signal raises `ShutdownRequested`, which abandons the start;
 once the node spins, a signal ends the spin loop. Either way the worker is stopped (it finishes its current
 step), the executor and the node are shut down, the context last, and the exit code is 0. Later signals (a
-second Ctrl-C during the cleanup) are only counted.
+second Ctrl-C during the cleanup) are only counted, then ignored while the interpreter exits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the real imports happen in main(), after the signal handler
 
     from .node import TrackerNode
 
-__all__ = ["EXIT_BAD_CONFIG", "LOGGER_NAME", "ShutdownRequested", "main"]
+__all__ = ["EXIT_BAD_CONFIG", "LOGGER_NAME", "ShutdownRequested", "describe_startup_error", "main"]
 
 #: Exit code of a start-up refused for a bad parameter, parameters file, checkpoint or model.
 EXIT_BAD_CONFIG = 2
