@@ -39,7 +39,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "tracker_node = cotracker3_ros.node:main",
+            "tracker_node = cotracker3_ros.lifecycle:main",  # signal handlers before torch loads
             "cotracker3-bag-eval = cotracker3_ros.tools.bag_eval:main",
             "cotracker3-replay-eval = cotracker3_ros.tools.replay_eval:main",
             "cotracker3-tapvid-to-bag = cotracker3_ros.tools.tapvid_to_bag:main",

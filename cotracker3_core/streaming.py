@@ -97,7 +97,8 @@ class FrameTracks:
     stamp: the frame's timestamp; frame_index: frames since the start or the last reset;
     refined: True when these values re-estimate a frame already emitted;
     ids: (N,) int64 query ids; xy: (N, 2) float32 input-image pixels (x right, y down);
-    visibility, confidence: (N,) float32 in [0, 1]; visible: (N,) bool.
+    visibility, confidence: (N,) float32 in [0, 1]; visible: (N,) bool. A point whose estimate is not finite
+    (NaN/inf: a broken model) has visibility = confidence = 0, visible False and a NaN xy.
     """
 
     stamp: int
@@ -191,6 +192,8 @@ class StreamingTracker:
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device).eval()
         self.untrained = untrained
+        #: Frames emitted with a NaN/infinite estimate since construction (not reset): their points are visible=False.
+        self.nonfinite_frames = 0
         self._threshold = check_threshold(self.config.visibility_threshold)
         self._refine = torch.compile(self.model.refine, dynamic=False) if self.config.compile else None
         self.reset()
@@ -443,11 +446,14 @@ class StreamingTracker:
         coords = estimate.coords[0].float().cpu().numpy() * scale  # (F, N, 2) input-image pixels
         vis = estimate.vis_logits[0].float().sigmoid().cpu().numpy()
         conf = estimate.conf_logits[0].float().sigmoid().cpu().numpy()
+        finite = np.isfinite(coords).all(-1) & np.isfinite(vis) & np.isfinite(conf)  # (F, N)
         out = []
         for index in frames:
             k = index - start
             active = query_frames <= index
-            v, c = vis[k][active], conf[k][active]
+            ok = finite[k][active]
+            self.nonfinite_frames += int(not ok.all())
+            v, c = np.where(ok, vis[k][active], 0.0), np.where(ok, conf[k][active], 0.0)  # NaN -> not visible
             out.append(
                 FrameTracks(
                     stamp=state.stamps[index],

@@ -36,6 +36,7 @@ DEVICE = "device"
 CHECKPOINT = "checkpoint"
 UNTRAINED = "untrained weights"
 LAST_ERROR = "last error"
+NONFINITE_TOTAL = "non-finite frames (total)"
 #: Value of a statistic over a period without samples.
 NO_SAMPLE = "n/a"
 #: Suffix of the name of the node's status: ``<node name>: tracking`` (the bare name, e.g. ``tracker_node: tracking``,

@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import os
 import sys
+
+if __name__ == "__main__":  # python -m cotracker3_ros.node: signal handlers first, then the heavy imports below
+    from cotracker3_ros.lifecycle import main as _main
+
+    sys.exit(_main())
+
 import threading
 import time
 import traceback
 from typing import Any, NamedTuple
 
 import numpy as np
-import rclpy
 import torch
 from cotracker3_msgs.msg import Tracks
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -43,12 +47,14 @@ from std_msgs.msg import Header
 
 from cotracker3_core import hub
 from cotracker3_core.intake import DropOldestQueue, LossCounter
+from cotracker3_core.self_check import self_check
 from cotracker3_core.session import Emitted, Restart, StampGlitchError, TrackingSession
 from cotracker3_core.streaming import StreamingTracker
 
 from . import diagnostics as diag
 from .conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
 from .debug_image import draw_tracks
+from .lifecycle import main
 from .params import (
     NODE_NAME,
     PARAMS,
@@ -109,6 +115,9 @@ class TrackerNode(Node):
     """
 
     def __init__(self, node_name: str = NODE_NAME, *, tracker: StreamingTracker | None = None, **kwargs: Any) -> None:
+        # First: destroy_node (called by the context's shutdown) must work on a node whose start-up failed.
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         super().__init__(node_name, **kwargs)
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
@@ -131,6 +140,7 @@ class TrackerNode(Node):
                 f"step={config.step} iters={config.iters}"
             )
             tracker = StreamingTracker.from_config(config)
+            self_check(tracker)  # NaN weights or an unusable resolution: refuse now, not on the first frame
         self._tracker = tracker
         if self._checkpoint and hub.official_name_for(self._checkpoint) is not None:
             self.get_logger().warning(
@@ -198,7 +208,7 @@ class TrackerNode(Node):
         # Registered after the declarations: rclpy calls it for declare_parameter too.
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._stop = threading.Event()
+        self._nonfinite_reported = 0  # tracker.nonfinite_frames at the last diagnostics
         self._worker = threading.Thread(target=self._run_worker, name="cotracker3_worker", daemon=True)
         self._worker.start()
         # Subscription.topic_name is missing from older rclpy releases.
@@ -236,13 +246,21 @@ class TrackerNode(Node):
             self._queue.drop_where(lambda item: item[0] <= target)
             return self._restart_locked(reason, warn=False)
 
-    def destroy_node(self) -> None:
+    def stop_worker(self, timeout_s: float = 10.0) -> bool:
+        """Stop the worker (it finishes its current step, up to ``timeout_s``) and release waiting resets;
+        returns whether it has stopped."""
         self._stop.set()
+        if self._worker is None:  # start-up failed before the worker existed
+            return True
         self._queue.close()
         with self._progress:
             self._progress.notify_all()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=10.0)
+            self._worker.join(timeout=timeout_s)
+        return not self._worker.is_alive()
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
         super().destroy_node()
 
     # -- callbacks: enqueue only ----------------------------------------------------------------------
@@ -304,6 +322,8 @@ class TrackerNode(Node):
                 try:
                     self._process(msg, received, arrival_ns)
                 except Exception as exc:  # the worker must survive anything one frame does
+                    if self._stop.is_set():  # shutting down: publishing into a closing context may fail
+                        break
                     self._note_error(f"unexpected error on a frame: {exc!r}")
                     self.get_logger().error(traceback.format_exc())
                 with self._progress:
@@ -432,7 +452,7 @@ class TrackerNode(Node):
                 self._stats.lag_s += lags
 
     def _publish_diagnostics(self) -> None:
-        dropped = self._queue.dropped
+        dropped, nonfinite = self._queue.dropped, self._tracker.nonfinite_frames
         with self._stats_lock:
             values, period_dropped = self._stats.period_values(dropped)
             values.update(
@@ -444,13 +464,17 @@ class TrackerNode(Node):
                     diag.UNTRAINED: str(self._tracker.untrained).lower(),
                     diag.LAST_ERROR: self._stats.last_error,
                     diag.LAST_IMAGE_AGE: f"{time.monotonic() - self._last_image:.1f}",
+                    diag.NONFINITE_TOTAL: str(nonfinite),
                 }
             )
         status = DiagnosticStatus(
             name=f"{self.get_name()}{diag.STATUS_SUFFIX}",
             hardware_id=f"{self.get_fully_qualified_name()} on {self._tracker.device}",
         )
-        if self._tracker.untrained:
+        if nonfinite > self._nonfinite_reported:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"{nonfinite - self._nonfinite_reported} frame(s) with NaN/inf tracks (sent not visible)"
+        elif self._tracker.untrained:
             status.level, status.message = DiagnosticStatus.WARN, "untrained weights: tracks are noise"
         elif period_dropped:
             status.level, status.message = DiagnosticStatus.WARN, f"dropped {period_dropped} frame(s): tracker too slow"
@@ -459,34 +483,9 @@ class TrackerNode(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, "tracking"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self._nonfinite_reported = nonfinite
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [status]
         self._diag_pub.publish(array)
 
-
-def main(args: list[str] | None = None) -> int:
-    """Console entry point ``tracker_node``: spin a TrackerNode until Ctrl-C or ROS shutdown."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = TrackerNode()
-        except (ValueError, RuntimeError, OSError) as exc:  # bad parameters or checkpoint: say what, exit non-zero
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-            return 2
-        # Two threads: images keep being enqueued while a service waits for the engine lock.
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

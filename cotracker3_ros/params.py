@@ -239,6 +239,10 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
     unknown = sorted(set(arch) - ARCH_FIELDS)
     if unknown:
         raise ValueError(f"parameter arch: unknown fields {unknown}; known: {sorted(ARCH_FIELDS)}")
+    for name, value in arch.items():  # a string where a number belongs would fail deep in torch, as a TypeError
+        want = type(getattr(ModelConfig, name))
+        if isinstance(value, bool) or not isinstance(value, (int, float) if want is float else want):
+            raise ValueError(f"parameter arch: {name} must be {want.__name__}, got {value!r}")
     return StreamConfig(
         checkpoint=values["checkpoint"] or None,
         device=values["device"],

@@ -21,7 +21,9 @@ CORE_FORBIDDEN = ("rclpy", "cotracker3_msgs", "cotracker3_ros", "training", "ros
 #: What the node's runtime modules (the .py files directly in cotracker3_ros/) must never import.
 NODE_FORBIDDEN = ("cotracker3_ros.tools", "training", "benchmarks")
 MAX_MODULE_LINES = 500
-MAX_NODE_RUNTIME_LINES = 1500
+#: 1,500 when the layout was set (#11); raised to 1,600 when the node gained its process lifecycle (signals,
+#: FATAL start-up errors: lifecycle.py) and its query services with limits (services.py) in #12.
+MAX_NODE_RUNTIME_LINES = 1600
 #: Modules allowed over MAX_MODULE_LINES (none).
 SIZE_EXEMPT: set[Path] = set()
 
