@@ -66,7 +66,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         "model_resolution",
         [UNSET, UNSET],
         "[height, width] every frame is resized to before the network; outputs are in input-image pixels. "
-        "[0, 0]: the checkpoint's recommendation (lite: [144, 192]), else [384, 512].",
+        "[0, 0]: the checkpoint's recommendation (lite: [192, 256]), else [384, 512].",
         constraints="[0, 0], or two positive integers, each a multiple of 4 (the encoder stride)",
     ),
     ParamSpec(
@@ -87,15 +87,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "iters",
         UNSET,
-        "Refinement iterations per window. 0: the checkpoint's recommendation (lite: 4), else 6.",
+        "Refinement iterations per window. 0: the checkpoint's recommendation (lite: 3), else 6.",
         range=(0, 16),
     ),
     ParamSpec(
         "visibility_threshold",
-        0.6,
-        "A point is published as visible when visibility * confidence exceeds this. Tunable live.",
+        -1.0,
+        "A point is published as visible when visibility * confidence exceeds this. Negative (the default): the "
+        "checkpoint's recommendation (lite: 0.4), else 0.6. Tunable live within [0, 1].",
         read_only=False,
-        range=(0.0, 1.0),
+        range=(-1.0, 1.0),
     ),
     ParamSpec(
         "arch",
@@ -235,6 +236,7 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
     def setting(name: str) -> int | None:
         return None if int(values[name]) == UNSET else int(values[name])
 
+    threshold = float(values["visibility_threshold"])  # negative: the checkpoint's recommendation
     arch = parse_arch(values["arch"])
     unknown = sorted(set(arch) - ARCH_FIELDS)
     if unknown:
@@ -251,7 +253,7 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
         window_len=setting("window_len"),
         step=setting("step"),
         iters=setting("iters"),
-        visibility_threshold=float(values["visibility_threshold"]),
+        visibility_threshold=threshold if threshold >= 0 else None,
         arch=arch,
         max_points=int(values["max_points"]),
         max_points_per_request=int(values["max_points_per_request"]),

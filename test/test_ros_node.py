@@ -116,7 +116,7 @@ def test_arch_and_stream_config_from_parameters() -> None:
     # Defaults: the shipped lite weights, window/step/iters/resolution left to its recommendation.
     default = stream_config_from_params(values)
     assert default.checkpoint == "lite" and default.window_len is None and default.model_resolution is None
-    assert default.resolved().model_resolution == (144, 192) and default.resolved().window_len == 8
+    assert default.resolved().model_resolution == (192, 256) and default.resolved().window_len == 8
     # An explicit empty checkpoint still means untrained weights of `arch`.
     config = stream_config_from_params(
         {**values, "checkpoint": "", "model_resolution": [64, 96], "arch": json.dumps(DEMO_ARCH)}

@@ -12,7 +12,7 @@ from cotracker3_core import build_model
 from cotracker3_core.checkpoint import inference_settings, weights_digest
 from cotracker3_core.config import ModelConfig, preset
 from training.export_lite import RECOMMENDED, export
-from training.lite import CONFIG, QUICK, check_preset, main
+from training.lite import CONFIG, QUICK, REFINE, check_preset, main
 
 
 def test_lite_config_is_the_lite_preset() -> None:
@@ -29,8 +29,12 @@ def test_quick_lite_training_and_export(tmp_path: Path) -> None:
     metrics = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "train/loss" in m] == [1, 2, 3, 4]
     assert any("eval/AJ" in m for m in metrics)
+    # The refine stage starts from the base stage's final weights, with its own schedule and folder.
+    refined = torch.load(out / "refine" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert refined["step"] == 4 and refined["config"]["model"]["init_checkpoint"].endswith("train/checkpoints/last.pt")
+    assert refined["config"]["optim"]["lr"] == float(REFINE["optim.lr"])
 
-    shipped = export(out / "train" / "checkpoints" / "last.pt", tmp_path / "lite.pt")
+    shipped = export(out / "refine" / "checkpoints" / "last.pt", tmp_path / "lite.pt")
     content = torch.load(shipped, map_location="cpu", weights_only=True)
     assert content["preset"] == "lite" and content["training_step"] == 4
     assert content["weights_sha256"] == weights_digest(content["model"])

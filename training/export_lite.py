@@ -1,6 +1,6 @@
 """Turn a ``lite`` training checkpoint into the shipped file ``cotracker3_core/weights/lite.pt``.
 
-    python -m training.export_lite [--checkpoint runs/lite/train/checkpoints/last.pt] [--out PATH]
+    python -m training.export_lite [--checkpoint runs/lite/refine/checkpoints/last.pt] [--out PATH]
 
 The shipped file holds the weights only (no optimiser state), with what a user of the name ``lite`` needs:
 its preset, the training config and step, the recommended inference settings (``RECOMMENDED``: chosen
@@ -20,11 +20,11 @@ from cotracker3_core.hub import WEIGHTS_DIR, load_checkpoint_file
 
 #: Inference settings recorded in the shipped file; StreamConfig fields a caller leaves unset take them.
 RECOMMENDED = {
-    "model_resolution": [144, 192],
+    "model_resolution": [192, 256],
     "window_len": 8,
     "step": 4,
-    "iters": 4,
-    "visibility_threshold": 0.6,
+    "iters": 3,
+    "visibility_threshold": 0.4,
     "update": "window",
     "motion_init": False,
 }
@@ -50,7 +50,7 @@ def export(checkpoint: Path, out: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.export_lite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=Path("runs/lite/train/checkpoints/last.pt"))
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/lite/refine/checkpoints/last.pt"))
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / "lite.pt")
     args = parser.parse_args(argv)
     path = export(args.checkpoint, args.out)

@@ -1,8 +1,13 @@
 """Reproduce the shipped ``lite`` weights: generate the training scenes, then train in resumable chunks.
 
-    python -m training.lite                       # data (once), then train to the end of the schedule
-    python -m training.lite --stop-after 1200     # one chunk: stop after step 1200 (resume: run again)
+    python -m training.lite                       # data (once), then both stages to the end of their schedules
+    python -m training.lite --stop-after 1200     # one chunk: stop the running stage after step 1200 (run again)
     python -m training.lite --quick               # CI variant: a few scenes, a few steps, a separate out dir
+
+Two stages on the same scenes, each ``python -m training.train --resume auto`` (a restart continues the stage
+it stopped in): ``base`` (``training/configs/lite.yaml``: 1,600 steps from scratch, lr 1e-3, into
+``<out>/train``), then ``refine`` (`REFINE`: 1,000 more steps from base's final weights with a fresh,
+lower warm-up/cosine schedule, into ``<out>/refine``).
 
 Scenes come from the CC0 / public-domain photographs of ``training.data.photos`` only (never from the
 held-out videos): layered scenes (``training.data.synthetic``, photographs as some of the textures) and a
@@ -26,6 +31,7 @@ from training.config import load_config
 from training.data.photos import load_photos, photo_paths
 from training.data.synthetic import FrameTextureSource, SceneConfig, write_synthetic_dataset
 from training.data.warp_scenes import TRAINING_WARP, write_warp_dataset
+from training.train import RunResult
 from training.train import main as train_main
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "lite.yaml"
@@ -45,6 +51,9 @@ class DataPlan:
     seed: int = 1
     monitor_seed: int = 2
 
+
+#: The second stage: overrides of lite.yaml (a warm restart from the base stage's final weights).
+REFINE = {"optim.lr": "5.0e-4", "optim.warmup_steps": "50", "train.steps": "1000", "eval.every": "250"}
 
 FULL = DataPlan()
 QUICK = DataPlan(num_layered=2, num_warp=2, num_monitor=2)
@@ -91,20 +100,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_preset(CONFIG)
     out = args.out / "quick" if args.quick else args.out
     ensure_data(out / "data", QUICK if args.quick else FULL)
-    overrides = [f"out_dir={out / 'train'}", f"data.root={out / 'data' / 'train'}",
-                 f"eval.root={out / 'data' / 'monitor'}"]
+    common = [f"data.root={out / 'data' / 'train'}", f"eval.root={out / 'data' / 'monitor'}"]
+    refine = {**REFINE, "model.init_checkpoint": str(out / "train" / "checkpoints" / "last.pt")}
+    stages = [("base", {"out_dir": str(out / "train")}), ("refine", {"out_dir": str(out / "refine"), **refine})]
     if args.quick:
-        overrides += ["train.steps=4", "train.log_every=1", "train.checkpoint_every=4", "eval.every=4",
-                      "eval.num_clips=2", "optim.warmup_steps=1", "train.tensorboard=false"]
-    if args.stop_after is not None:
-        overrides.append(f"train.stop_after={args.stop_after}")
-    overrides += args.overrides
+        common += ["train.log_every=1", "eval.num_clips=2", "optim.warmup_steps=1", "train.tensorboard=false"]
+        for _, values in stages:
+            values.update({"train.steps": "4", "train.checkpoint_every": "4", "eval.every": "4",
+                           "optim.warmup_steps": "1"})
+    for stage, values in stages:
+        overrides = [*common, *(f"{k}={v}" for k, v in values.items()), *args.overrides]
+        if args.stop_after is not None:
+            overrides.append(f"train.stop_after={args.stop_after}")
+        steps = load_config(CONFIG, overrides).train.steps
+        result = _train(overrides)
+        if result is None or result.end_step < steps:
+            print(f"training.lite: stage {stage} stopped before step {steps}; run the same command to continue",
+                  flush=True)
+            return 0
+    return 0
+
+
+def _train(overrides: Sequence[str]) -> RunResult | None:
     argv_train = ["--config", str(CONFIG), "--resume", "auto"]
     for item in overrides:
         argv_train += ["--set", item]
-    train_main(argv_train)
-    return 0
-
+    return train_main(argv_train)
 
 if __name__ == "__main__":
     raise SystemExit(main())
