@@ -87,7 +87,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "iters",
         UNSET,
-        "Refinement iterations per window. 0: the checkpoint's recommendation (lite: 3), else 6.",
+        "Refinement iterations per window. 0: the checkpoint's recommendation (lite: 2), else 6.",
         range=(0, 16),
     ),
     ParamSpec(

@@ -23,7 +23,7 @@ RECOMMENDED = {
     "model_resolution": [192, 256],
     "window_len": 8,
     "step": 4,
-    "iters": 3,
+    "iters": 2,
     "visibility_threshold": 0.4,
     "update": "window",
     "motion_init": False,
