@@ -238,3 +238,17 @@ def test_state_flat_over_5000_frames():
     print(f"state {sizes} in {time.perf_counter() - started:.1f} s")
     assert sizes[100] == sizes[1000] == sizes[5000]
     assert (rss[5000] - rss[1000]) / 2**20 <= 20
+
+
+def test_node_parameters_mirror_the_mode():
+    from cotracker3_ros.params import PARAMS, stream_config_from_params
+
+    values = {p.name: p.default for p in PARAMS}
+    default = stream_config_from_params(values)
+    assert default.update is None and default.newest_iters == 1 and default.reestimate_every == 0
+    config = stream_config_from_params({**values, "update": "newest", "newest_iters": 2, "reestimate_every": 4})
+    assert (config.update, config.newest_iters, config.reestimate_every) == ("newest", 2, 4)
+    with pytest.raises(ValueError, match="update"):
+        stream_config_from_params({**values, "update": "sometimes"})
+    with pytest.raises(ValueError, match="reestimate_every"):
+        stream_config_from_params({**values, "reestimate_every": 3})
