@@ -184,9 +184,10 @@ class CoTracker3(nn.Module):
         tokens = torch.cat([vis[..., None], conf[..., None], corr.to(vis.dtype), motion], dim=-1)
         return tokens + time_embedding[:, :, None]
 
-    def updates(self, tokens: Tensor) -> Tensor:
-        """(B, S, N, D) tokens -> (B, S, N, 4) updates [dx, dy (feature pixels), dvis, dconf (logits)]."""
-        return self.transformer(tokens.transpose(1, 2)).transpose(1, 2)
+    def updates(self, tokens: Tensor, last: int = 0) -> Tensor:
+        """(B, S, N, D) tokens -> (B, S, N, 4) updates [dx, dy (feature pixels), dvis, dconf (logits)]; with
+        `last` > 0 only those of the last `last` frames, (B, last, N, 4) (see `UpdateTransformer.forward`)."""
+        return self.transformer(tokens.transpose(1, 2), last).transpose(1, 2)
 
     # -- whole clips ----------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ the correlation embeddings at those estimates (the costly part of their transfor
 frame and leave with the frame. Per push, only the newest frame is looked up and refined: its estimate starts
 from a motion prior (each track's recent velocity, `extrapolate_motion`), the model's tokens of the whole
 window are assembled from the cache plus the newest frame's lookup, the update transformer runs over the
-window as usual (its time attention spans it), and only the newest frame's update is applied.
+window as usual (its time attention spans it) except that its final layer computes only the newest frame,
+and only the newest frame's update is applied.
 
 Everything here reuses the network's own stages (`CorrelationEncoder`, `CoTracker3.assemble_tokens`,
 `CoTracker3.updates`); the per-frame step `refine_newest` is a pure function whose tensor shapes depend only
@@ -123,7 +124,7 @@ def refine_newest(
         corr = model.correlation(frame, support, new.coords).float()
         window = IterationEstimate(*(torch.cat([o, n], dim=1) for o, n in zip(older, new, strict=True)))
         tokens = model.assemble_tokens(window, torch.cat([older_corr, corr], dim=1), time_embedding)
-        delta = model.updates(tokens)[:, -1:].to(new.coords.dtype)  # (B, 1, N, 4)
+        delta = model.updates(tokens, last=1).to(new.coords.dtype)  # (B, 1, N, 4)
         new = IterationEstimate(
             new.coords + delta[..., :2], new.vis_logits + delta[..., 2], new.conf_logits + delta[..., 3]
         )

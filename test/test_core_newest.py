@@ -252,3 +252,14 @@ def test_node_parameters_mirror_the_mode():
         stream_config_from_params({**values, "update": "sometimes"})
     with pytest.raises(ValueError, match="reestimate_every"):
         stream_config_from_params({**values, "reestimate_every": 3})
+
+
+@pytest.mark.parametrize("arch", [TINY, preset("lite"), {**TINY, "time_depth": 1, "space_depth": 1}])
+def test_transformer_last_frames_equal_the_full_pass(arch):
+    torch.manual_seed(0)
+    model = build_model("online", **arch).eval()
+    tokens = torch.randn(2, 5, model.window_len, model.config.transformer_input_dim)
+    with torch.inference_mode():
+        full = model.transformer(tokens)
+        for last in (1, 3):
+            torch.testing.assert_close(model.transformer(tokens, last), full[:, :, -last:], atol=1e-5, rtol=1e-5)
