@@ -42,8 +42,8 @@ def newest_rows(chosen: StreamConfig) -> list[tuple[str, StreamConfig]]:
     """(label, config): update "newest" with 1, 2 and 4 iterations per frame, without and with the periodic
     window re-estimate (every `chosen.step` frames, the chosen window mode's period)."""
     rows = []
-    for reestimate in (0, chosen.step):
-        for iters in (1, 2, 4):
+    for iters in (1, 2, 4):
+        for reestimate in (0, chosen.step):
             label = f"newest iters {iters}" + (f", re-estimate every {reestimate}" if reestimate else "")
             rows.append((label, replace(chosen, update="newest", newest_iters=iters, reestimate_every=reestimate)))
     return rows
@@ -58,7 +58,7 @@ def option_rows(chosen: StreamConfig, quick: bool, newest_only: bool = False) ->
         return rows
     if newest_only:
         step_1 = [("step 1", replace(chosen, step=1))] if chosen.step != 1 else []
-        return rows + step_1 + newest_rows(chosen)
+        return rows + newest_rows(chosen) + step_1
     for step in (8, 4, 2, 1):
         if step != chosen.step and step <= chosen.window_len // 2:
             rows.append((f"step {step}", replace(chosen, step=step)))
