@@ -6,7 +6,9 @@
 Clips: ``cotracker3_core.evaluation.protocol.heldout_clips`` over videos the model never saw in training
 (default: the two videos of ../shared/data, a development checkout's; CC BY-NC, used for evaluation only).
 Rows: zero motion, OpenCV Lucas-Kanade, the checkpoint with its recommended settings ("chosen"), then one
-option changed at a time (step, iters, motion_init, visibility threshold, model resolution, precision).
+option changed at a time (step, iters, motion_init, visibility threshold, model resolution, precision), then
+``update="newest"`` with 1/2/4 iterations, without and with the periodic re-estimate (``--newest``: only those,
+the chosen setting and window step 1). Every row scores each frame's first answer, what a live consumer acts on.
 ``--check`` fails unless the chosen setting beats Lucas-Kanade by ``--min-aj-margin`` AJ on average and zero
 motion on every clip.
 """
@@ -37,12 +39,27 @@ def chosen_config(checkpoint: str) -> StreamConfig:
     return StreamConfig(checkpoint=checkpoint, device="cpu").resolved()
 
 
-def option_rows(chosen: StreamConfig, quick: bool) -> list[tuple[str, StreamConfig]]:
+def newest_rows(chosen: StreamConfig) -> list[tuple[str, StreamConfig]]:
+    """(label, config): update "newest" with 1, 2 and 4 iterations per frame, without and with the periodic
+    window re-estimate (every `chosen.step` frames, the chosen window mode's period)."""
+    rows = []
+    for iters in (1, 2, 4):
+        for reestimate in (0, chosen.step):
+            label = f"newest iters {iters}" + (f", re-estimate every {reestimate}" if reestimate else "")
+            rows.append((label, replace(chosen, update="newest", newest_iters=iters, reestimate_every=reestimate)))
+    return rows
+
+
+def option_rows(chosen: StreamConfig, quick: bool, newest_only: bool = False) -> list[tuple[str, StreamConfig]]:
     """(label, config): the chosen setting, then one option changed at a time (bf16 only where the CPU has
-    bf16 instructions)."""
+    bf16 instructions), then the newest-frame update rows. `newest_only`: the chosen setting, window step 1
+    and the newest-frame rows (the latency / accuracy comparison of docs/ros.md)."""
     rows = [("chosen", chosen)]
     if quick:
         return rows
+    if newest_only:
+        step_1 = [("step 1", replace(chosen, step=1))] if chosen.step != 1 else []
+        return rows + newest_rows(chosen) + step_1
     for step in (8, 4, 2, 1):
         if step != chosen.step and step <= chosen.window_len // 2:
             rows.append((f"step {step}", replace(chosen, step=step)))
@@ -64,7 +81,7 @@ def option_rows(chosen: StreamConfig, quick: bool) -> list[tuple[str, StreamConf
         rows.append(("bf16", replace(chosen, precision="bf16")))
     else:
         print("benchmarks.accuracy: bf16 row skipped: this CPU has no bf16 instructions", file=sys.stderr)
-    return rows
+    return rows + newest_rows(chosen)
 
 
 def _markdown(results: dict[str, dict], per_clip: Sequence[str]) -> str:
@@ -88,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--videos", nargs="+", type=Path, default=DEFAULT_VIDEOS, help="held-out videos")
     parser.add_argument("--clips-per-video", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="one clip per video, the chosen setting only")
+    parser.add_argument("--newest", action="store_true",
+                        help="only the chosen setting, window step 1 and the update='newest' rows")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the protocol: 2)")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--json", type=Path, help="write every number to this file")
@@ -102,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clips = heldout_clips(args.videos, 1 if args.quick else args.clips_per_video)
     results: dict[str, dict] = {"zero motion": evaluate(zero_motion, clips),
                                 "Lucas-Kanade": evaluate(lucas_kanade, clips)}
-    for label, config in option_rows(chosen_config(args.checkpoint), args.quick):
+    for label, config in option_rows(chosen_config(args.checkpoint), args.quick, args.newest):
         tracker = StreamingTracker.from_config(config)
         results[label] = evaluate(lambda clip, q, t=tracker: track_streaming(t, clip, q), clips)
         print(f"{label}: {json.dumps({k: round(v, 4) for k, v in results[label]['mean'].items()})}", flush=True)

@@ -119,7 +119,13 @@ class SelfAttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), approximate_gelu=True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, last: int = 0) -> Tensor:
+        """(B, L, C) -> (B, L, C); with `last` > 0 only the last `last` tokens' outputs, (B, last, C) (they
+        still attend to every token)."""
+        if last:
+            normed = self.norm1(x)
+            x = x[:, -last:] + self.attn(normed[:, -last:], normed)
+            return x + self.mlp(self.norm2(x))
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 

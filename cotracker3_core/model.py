@@ -156,8 +156,7 @@ class CoTracker3(nn.Module):
         for _ in range(iters):
             coords = coords.detach()
             tokens = self.transformer_input(pyramid, support, IterationEstimate(coords, vis, conf), time_embedding)
-            delta = self.transformer(tokens.transpose(1, 2)).transpose(1, 2)  # (B, S, N, 4)
-            delta = delta.to(coords.dtype)
+            delta = self.updates(tokens).to(coords.dtype)  # (B, S, N, 4)
             coords = coords + delta[..., :2]
             vis = vis + delta[..., 2]
             conf = conf + delta[..., 3]
@@ -174,11 +173,21 @@ class CoTracker3(nn.Module):
         """Tokens of one iteration: (B, S, N, D) = [vis logit, conf logit, correlation embeddings,
         displacement code] + time embedding (1, S, D); coords of `estimate` in feature pixels. `pyramid` and
         `support` as `CorrelationEncoder.forward` takes them."""
+        corr = self.correlation(pyramid, support, estimate.coords)  # (B, S, N, L*E)
+        return self.assemble_tokens(estimate, corr, time_embedding)
+
+    def assemble_tokens(self, estimate: IterationEstimate, corr: Tensor, time_embedding: Tensor) -> Tensor:
+        """Tokens (B, S, N, D) from an estimate (coords in feature pixels, logits), its correlation embeddings
+        (B, S, N, L*E) at those coords, and the (1, S, D) time embedding."""
         coords, vis, conf = estimate
-        corr = self.correlation(pyramid, support, coords)  # (B, S, N, L*E)
         motion = displacement_encoding(coords, self.displacement_scale, self.config.posenc_degrees)
         tokens = torch.cat([vis[..., None], conf[..., None], corr.to(vis.dtype), motion], dim=-1)
         return tokens + time_embedding[:, :, None]
+
+    def updates(self, tokens: Tensor, last: int = 0) -> Tensor:
+        """(B, S, N, D) tokens -> (B, S, N, 4) updates [dx, dy (feature pixels), dvis, dconf (logits)]; with
+        `last` > 0 only those of the last `last` frames, (B, last, N, 4) (see `UpdateTransformer.forward`)."""
+        return self.transformer(tokens.transpose(1, 2), last).transpose(1, 2)
 
     # -- whole clips ----------------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from .query_admission import DEFAULT_MAX_POINTS, DEFAULT_MAX_POINTS_PER_REQUEST
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEPS = (1, 2, 4, 8)
+#: Values of `StreamConfig.update`.
+UPDATES = ("window", "newest")
 
 #: Settings a checkpoint may recommend, with the library's value when neither the caller nor the checkpoint
 #: sets them (the official online model's: 384x512, window 16, step 8, 6 iterations, threshold 0.6).
@@ -24,6 +26,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "iters": 6,
     "visibility_threshold": 0.6,
     "motion_init": False,
+    "update": "window",
 }
 
 
@@ -49,9 +52,17 @@ class StreamConfig:
             of queries changes). Meant for CUDA; off by default.
         max_points: most points tracked at once; a request that would pass it is refused whole.
         max_points_per_request: most points one request may add (a mask grid: grid_size^2 at most).
+        update: "window" (every `step` frames a whole window is refined for `iters` iterations; frames are
+            answered `window_len - step` frames late) or "newest" (every frame is answered on its push: only
+            the newest frame is refined, for `newest_iters` iterations, the window's older frames keeping
+            their estimates; see `cotracker3_core.newest`).
+        newest_iters: refinement iterations of the newest frame per push (update "newest").
+        reestimate_every: update "newest" only: every this many frames, also re-estimate the whole window as
+            window mode with `step` = this does (emitted as refined; the per-frame path continues from it).
+            0: never; else 1, 2, 4 or 8 and at most window_len/2.
 
-    ``model_resolution``, ``window_len``, ``step``, ``iters``, ``visibility_threshold`` and ``motion_init``
-    may be left unset (None): ``resolved()`` fills them from the checkpoint's recommended settings (ours
+    ``model_resolution``, ``window_len``, ``step``, ``iters``, ``visibility_threshold``, ``motion_init`` and
+    ``update`` may be left unset (None): ``resolved()`` fills them from the checkpoint's recommended settings (ours
     record them, e.g. ``lite``), else from ``DEFAULT_SETTINGS``. The engine always runs a resolved config.
     """
 
@@ -68,6 +79,9 @@ class StreamConfig:
     compile: bool = False
     max_points: int = DEFAULT_MAX_POINTS
     max_points_per_request: int = DEFAULT_MAX_POINTS_PER_REQUEST
+    update: str | None = None
+    newest_iters: int = 1
+    reestimate_every: int = 0
 
     def __post_init__(self) -> None:
         if self.model_resolution is not None:
@@ -86,6 +100,17 @@ class StreamConfig:
             raise ValueError(f"step must be one of {STEPS} and at most window_len/2, got {self.step}")
         if self.iters is not None and self.iters < 1:
             raise ValueError(f"iters must be >= 1, got {self.iters}")
+        if self.update is not None and self.update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
+        if self.newest_iters < 1:
+            raise ValueError(f"newest_iters must be >= 1, got {self.newest_iters}")
+        if self.reestimate_every and (
+            self.reestimate_every not in STEPS
+            or (self.window_len is not None and self.reestimate_every > self.window_len // 2)
+        ):
+            raise ValueError(
+                f"reestimate_every must be 0 or one of {STEPS} and at most window_len/2, got {self.reestimate_every}"
+            )
         if self.visibility_threshold is not None:
             check_threshold(self.visibility_threshold)
         if self.max_points < 1 or self.max_points_per_request < 1:

@@ -5,6 +5,7 @@ kept only while a future window still needs them. Every `step` frames a 16-frame
 frame's tracks are emitted once, from the first window in which it is among the `step` newest frames (the
 first window emits all of its frames), and once more, flagged `refined`, when the next window re-estimates
 it. Queries are added (on any frame still in the window, named by its stamp) and removed at any time.
+With ``update="newest"`` each frame is instead answered on its own push (`cotracker3_core.newest`).
 
 State is bounded by the window, however long the stream runs.
 """
@@ -19,10 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import build_model
+from .correlation import WindowFeatures
+from .frames import FrameSizeError, StampOrderError, check_frame, frame_to_tensor, pixel_scale
 from .model import CoTracker3
+from .newest import NewestCache, add_newest_queries, adopt_window, answer_newest, empty_cache, keep_newest_frames
+from .newest import refine_newest as _refine_newest
 from .online import (
     WindowState,
     add_frame_features,
@@ -64,28 +68,6 @@ NO_FRAME_YET = "no frame received yet"
 NOT_IN_WINDOW = "not a frame in the window"
 
 
-class StampOrderError(ValueError):
-    """A frame's stamp is not later than the previous frame's (time went backwards or repeated).
-
-    stamp: the refused frame's stamp; last: the previous frame's.
-    """
-
-    def __init__(self, stamp: int, last: int) -> None:
-        super().__init__(f"frame stamp {stamp} is not later than the previous one ({last})")
-        self.stamp, self.last = stamp, last
-
-
-class FrameSizeError(ValueError):
-    """A frame's size differs from the stream's (fixed by its first frame).
-
-    size: the refused frame's (H, W); expected: the stream's.
-    """
-
-    def __init__(self, size: tuple[int, int], expected: tuple[int, int]) -> None:
-        super().__init__(f"frame size {size} differs from the stream's {expected}; reset() first")
-        self.size, self.expected = size, expected
-
-
 class NotInWindowError(ValueError):
     """A query names a frame that is not in the window (not received yet, or already left it)."""
 
@@ -122,6 +104,8 @@ class StreamState:
     last_stamp: the newest frame's stamp; stamps must increase.
     next_id: the id the next engine-assigned query gets.
     emitted_until: frames [0, emitted_until) were emitted as new.
+    newest: the per-frame path's cache (update "newest"; no queries otherwise).
+    reestimated_until: update "newest": the periodic re-estimate's own `emitted_until` (window mode's).
     """
 
     window: WindowState
@@ -131,10 +115,13 @@ class StreamState:
     last_stamp: int | None = None
     next_id: int = 0
     emitted_until: int = 0
+    newest: NewestCache | None = None
+    reestimated_until: int = 0
 
     @classmethod
     def empty(cls, model: CoTracker3, device: torch.device) -> StreamState:
-        return cls(window=WindowState(queries=empty_queries(model, 1, device, torch.float32)))
+        queries = empty_queries(model, 1, device, torch.float32)
+        return cls(window=WindowState(queries=queries), newest=empty_cache(model, 1, device))
 
     @property
     def window_stamps(self) -> list[int]:
@@ -142,29 +129,13 @@ class StreamState:
         return [self.stamps[i] for i in sorted(self.window.features)]
 
     def nbytes(self) -> int:
-        """Bytes held in tensors (features, queries, carried estimates)."""
-        return self.window.nbytes()
+        """Bytes held in tensors (features, queries, carried estimates, the per-frame cache)."""
+        return self.window.nbytes() + (self.newest.nbytes() if self.newest is not None else 0)
 
     def forget_stamps(self) -> None:
         """Drop the stamps of frames that left the window."""
         for index in [i for i in self.stamps if i < self.window.next_start]:
             del self.stamps[index]
-
-
-def pixel_scale(from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """(2,) x/y factors taking pixel coordinates in an image of size `from_hw` (H, W) to one of size `to_hw`,
-    corner-aligned like the model's resize (`frame_to_tensor`)."""
-    (fh, fw), (th, tw) = from_hw, to_hw
-    return np.array([(tw - 1) / (fw - 1), (th - 1) / (fh - 1)])
-
-
-def frame_to_tensor(image: np.ndarray, resolution: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """(H, W, 3) RGB frame (uint8 or float, 0-255) -> (1, 3, h, w) float32 on `device`, resized to
-    `resolution` (h, w) bilinearly with aligned corners (the model's input convention)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
-    if tuple(x.shape[-2:]) != tuple(resolution):
-        x = F.interpolate(x, tuple(resolution), mode="bilinear", align_corners=True)
-    return x
 
 
 class StreamingTracker:
@@ -189,6 +160,8 @@ class StreamingTracker:
             raise ValueError("the streaming tracker needs an online-mode model")
         if self.config.step > model.window_len // 2:
             raise ValueError(f"step {self.config.step} exceeds half the window ({model.window_len})")
+        if self.config.reestimate_every > model.window_len // 2:
+            raise ValueError(f"reestimate_every {self.config.reestimate_every} exceeds half the window")
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device).eval()
         self.untrained = untrained
@@ -196,6 +169,7 @@ class StreamingTracker:
         self.nonfinite_frames = 0
         self._threshold = check_threshold(self.config.visibility_threshold)
         self._refine = torch.compile(self.model.refine, dynamic=False) if self.config.compile else None
+        self._newest_step = torch.compile(_refine_newest, dynamic=False) if self.config.compile else _refine_newest
         self.reset()
 
     @classmethod
@@ -271,7 +245,7 @@ class StreamingTracker:
             ValueError: bad array, non-increasing stamp, or a size other than the stream's; the state is
                 left untouched (call `reset()` to start a new stream).
         """
-        image = self._check_frame(frame)
+        image = check_frame(frame, self.frame_size)
         stamp = int(stamp)
         state = self._state
         if state.last_stamp is not None and stamp <= state.last_stamp:
@@ -283,13 +257,16 @@ class StreamingTracker:
         index = add_frame_features(state.window, pyramid)
         state.stamps[index] = stamp
         state.last_stamp = stamp
+        if self.config.update == "newest":
+            return self._push_newest(index)
         if window_ready(state.window, self.model.window_len):
             return self._step()
         return []
 
     def flush(self) -> list[FrameTracks]:
-        """Track the last partial window (padded with the final frame) and emit what it holds."""
-        if self._state.window.frames_seen <= self._state.emitted_until:
+        """Track the last partial window (padded with the final frame) and emit what it holds (update "newest":
+        nothing, every frame was answered on its push)."""
+        if self._state.window.frames_seen <= self._state.emitted_until or self.config.update == "newest":
             return []
         return self._step()
 
@@ -331,7 +308,13 @@ class StreamingTracker:
         frames = torch.full((1, len(pts)), frame_index, dtype=torch.long)
         # All checks passed; append_queries changes the window state only once every new tensor exists, so an
         # allocation failure leaves the tracker as it was.
-        append_queries(state.window, frames.to(self.device), feat_xy[None].to(self.device))
+        if self.config.update == "newest":
+            with self._inference():
+                state.newest = add_newest_queries(
+                    self.model, state.window, state.newest, frames.to(self.device), feat_xy[None].to(self.device)
+                )
+        else:
+            append_queries(state.window, frames.to(self.device), feat_xy[None].to(self.device))
         state.ids.extend(new_ids)
         state.next_id = next_free_id(state.next_id, new_ids)
         return new_ids
@@ -357,7 +340,10 @@ class StreamingTracker:
             raise ValueError(f"unknown query ids: {unknown[:10]}{more}; nothing removed")
         drop = set(ids)
         keep = [i for i, qid in enumerate(state.ids) if qid not in drop]
-        keep_queries(state.window, torch.as_tensor(keep, dtype=torch.long, device=self.device))
+        keep = torch.as_tensor(keep, dtype=torch.long, device=self.device)
+        newest = state.newest.select(keep) if self.config.update == "newest" else state.newest
+        keep_queries(state.window, keep)
+        state.newest = newest
         state.ids = [state.ids[i] for i in keep]
 
     # -- internals -----------------------------------------------------------------------------------
@@ -369,23 +355,6 @@ class StreamingTracker:
     @property
     def _model_w(self) -> int:
         return self.model.config.model_resolution[1]
-
-    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
-        if isinstance(frame, torch.Tensor):
-            frame = frame.detach().cpu().numpy()
-        if not isinstance(frame, np.ndarray):
-            raise ValueError(f"frame must be a numpy array, got {type(frame).__name__}")
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"frame must be (H, W, 3) RGB, got shape {frame.shape}")
-        if frame.shape[0] < 2 or frame.shape[1] < 2:
-            raise ValueError(f"frame is too small: {frame.shape[:2]}")
-        if frame.dtype != np.uint8 and not np.issubdtype(frame.dtype, np.floating):
-            raise ValueError(f"frame dtype must be uint8 or float (0-255), got {frame.dtype}")
-        if np.issubdtype(frame.dtype, np.floating) and not np.isfinite(frame).all():
-            raise ValueError("frame contains NaN or infinite values")
-        if self.frame_size is not None and frame.shape[:2] != self.frame_size:
-            raise FrameSizeError(tuple(frame.shape[:2]), self.frame_size)
-        return frame
 
     def _encode(self, image: np.ndarray) -> list[torch.Tensor]:
         x = frame_to_tensor(image, (self._model_h, self._model_w), self.device)
@@ -415,25 +384,55 @@ class StreamingTracker:
             f"stamps {stamps[0] if stamps else None}..{stamps[-1] if stamps else None})"
         )
 
-    def _step(self) -> list[FrameTracks]:
+    def _push_newest(self, index: int) -> list[FrameTracks]:
+        """update "newest": answer frame `index` now, then run the periodic re-estimate when it is due."""
+        state = self._state
+        keep_newest_frames(state.window, self.model.window_len)
+        if state.window.queries.count:
+            query_frames = state.window.queries.frames[0].cpu().numpy()
+            with self._inference():
+                state.newest, estimate = answer_newest(
+                    self.model, state.newest, state.window.features[index], self.config.newest_iters,
+                    self._newest_step,
+                )
+            out = self._emit(index, range(index, index + 1), estimate, np.asarray(state.ids), query_frames)
+        else:
+            out = [self._empty_tracks(index)]
+        state.emitted_until = index + 1
+        if self.config.reestimate_every and window_ready(state.window, self.model.window_len):
+            out += self._step(self.config.reestimate_every)
+        state.forget_stamps()
+        return out
+
+    def _step(self, reestimate: int = 0) -> list[FrameTracks]:
+        """Run (or skip) the next window. `reestimate`: update "newest"'s periodic re-estimate with that step,
+        scheduled on its own counter exactly as window mode; every frame it emits was answered, so refined."""
         state = self._state
         window = state.window
+        step = reestimate or self.step
+        done = state.reestimated_until if reestimate else state.emitted_until
         if not window.queries.count:
             # Nothing to track: slide the window without running the model (the engine idles) and emit
             # empty tracks for the frames that became due, so that consumers still see every frame.
-            start, available = skip_window(window, self.model.window_len, self.step)
-            plan = emission_plan(start, available, state.emitted_until, self.step)
-            out = [self._empty_tracks(i) for i in plan.new]
+            start, available = skip_window(window, self.model.window_len, step)
+            plan = emission_plan(start, available, done, step)
+            out = [] if reestimate else [self._empty_tracks(i) for i in plan.new]
         else:
             frames_of_queries = window.queries.frames[0].cpu().numpy()
             ids = np.asarray(state.ids, dtype=np.int64)
+            held = [window.features[i] for i in sorted(window.features)] if reestimate else []
             with self._inference():
                 start, available, estimate = run_window(
-                    self.model, window, self.step, self.config.iters, self.config.motion_init, self._refine
+                    self.model, window, step, self.config.iters, self.config.motion_init, self._refine
                 )
-            plan = emission_plan(start, available, state.emitted_until, self.step)
+                if reestimate:
+                    state.newest = adopt_window(self.model, state.newest, WindowFeatures.cat(held), estimate)
+            plan = emission_plan(start, available, done, step)
             out = self._emit(start, plan.frames, estimate, ids, frames_of_queries)
-        state.emitted_until = max(state.emitted_until, plan.new.stop)
+        if reestimate:
+            state.reestimated_until = max(done, plan.new.stop)
+        else:
+            state.emitted_until = max(state.emitted_until, plan.new.stop)
         state.forget_stamps()
         return out
 

@@ -55,22 +55,27 @@ class UpdateTransformer(nn.Module):
         self.flow_head = nn.Linear(hidden_size, 2)
         self.vis_conf_head = nn.Linear(hidden_size, 2)
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """(B, N, S, input_dim) tokens -> (B, N, S, 4) updates [dx, dy, dvis, dconf]."""
+    def forward(self, tokens: Tensor, last: int = 0) -> Tensor:
+        """(B, N, S, input_dim) tokens -> (B, N, S, 4) updates [dx, dy, dvis, dconf]; with `last` > 0 only the
+        last `last` frames' updates, (B, N, last, 4): the final layer then computes only those frames (they
+        still attend over the whole window), the earlier layers everything."""
         b, n, s, d = tokens.shape
         points = self.input_proj(tokens.reshape(b * n * s, d)).view(b, n, s, -1)  # (B, N, S, C), one 2-D product
         v, c = self.virtual_tracks.shape[1], points.shape[-1]
         space_layer = 0
         x = points
+        depth = len(self.time_blocks)
         for i, block in enumerate(self.time_blocks):
+            keep = last if i == depth - 1 else 0  # frames whose outputs this layer computes (0: all)
+            s_in, s = s, keep or s
             if i == 0:
                 # The virtual tracks enter the first layer identical in every frame (they carry no time
                 # embedding), so attention over time returns the same token: run the block on one frame.
                 virtual = block(self.virtual_tracks.to(points.dtype).view(v, 1, c))  # (V, 1, C)
-                points = block(points.reshape(b * n, s, c)).view(b, n, s, c)
+                points = block(points.reshape(b * n, s_in, c), keep).view(b, n, s, c)
                 x = torch.cat([points, virtual.view(1, v, 1, c).expand(b, v, s, c)], dim=1)  # (B, N+V, S, C)
             else:
-                x = block(x.reshape(b * (n + v), s, c)).view(b, n + v, s, c)
+                x = block(x.reshape(b * (n + v), s_in, c), keep).view(b, n + v, s, c)
             if self.space_every and i % self.space_every == 0:
                 per_frame = x.transpose(1, 2).reshape(b * s, n + v, c)  # (B*S, N+V, C)
                 points, virtual = per_frame[:, :n], per_frame[:, n:]

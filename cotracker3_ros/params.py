@@ -91,6 +91,31 @@ PARAMS: tuple[ParamSpec, ...] = (
         range=(0, 16),
     ),
     ParamSpec(
+        "update",
+        "",
+        "How tracks are updated: window (every step frames a whole window is refined for iters iterations; "
+        "frames are published window_len - step frames after they arrive) or newest (every frame is published "
+        "on arrival: only the newest frame is refined, for newest_iters iterations, the window's older frames "
+        "keep their estimates; several times less compute per frame, some accuracy lost, docs/ros.md). "
+        "Empty: the checkpoint's recommendation (lite: window), else window.",
+        constraints="empty, window or newest",
+    ),
+    ParamSpec(
+        "newest_iters",
+        1,
+        "update newest: refinement iterations of the newest frame per frame.",
+        range=(1, 16),
+    ),
+    ParamSpec(
+        "reestimate_every",
+        0,
+        "update newest: every this many frames also re-estimate the whole window as update window with step = "
+        "this does (published on tracks_refined when publish_refined is set); the per-frame updates continue "
+        "from it, which corrects drift. 0: never.",
+        range=(0, 8),
+        constraints="0, or 1, 2, 4 or 8 and at most window_len / 2",
+    ),
+    ParamSpec(
         "visibility_threshold",
         -1.0,
         "A point is published as visible when visibility * confidence exceeds this. Negative (the default): the "
@@ -257,6 +282,9 @@ def stream_config_from_params(values: dict[str, Any]) -> StreamConfig:
         arch=arch,
         max_points=int(values["max_points"]),
         max_points_per_request=int(values["max_points_per_request"]),
+        update=values["update"] or None,
+        newest_iters=int(values["newest_iters"]),
+        reestimate_every=int(values["reestimate_every"]),
     )
 
 
