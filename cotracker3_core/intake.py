@@ -149,3 +149,11 @@ class LossCounter:
                 self._stamp_lost += round(delta / period) - 1
                 return  # a gap is not a new period
         self._periods.append(delta)
+
+
+def frame_stamp(source: str, header_ns: int, arrival_ns: int) -> int:
+    """The stamp (ns) a frame is tracked and published with: ``source`` "header", "receive" (the arrival time),
+    or "auto" (the header stamp unless the camera left it zero)."""
+    if source == "receive" or (source == "auto" and header_ns == 0):
+        return arrival_ns
+    return header_ns

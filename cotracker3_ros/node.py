@@ -46,7 +46,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from cotracker3_core import hub
-from cotracker3_core.intake import DropOldestQueue, LossCounter
+from cotracker3_core.intake import DropOldestQueue, LossCounter, frame_stamp
 from cotracker3_core.self_check import self_check
 from cotracker3_core.session import Emitted, Restart, StampGlitchError, TrackingSession
 from cotracker3_core.streaming import StreamingTracker
@@ -363,20 +363,14 @@ class TrackerNode(Node):
             self._reject_logged[key] = now
             self.get_logger().error(text)
 
-    def _frame_stamp(self, header: Header, arrival_ns: int) -> Header:
-        """The header the frame is tracked and published with: its stamp chosen by ``stamp_source``."""
-        use_arrival = self._stamp_source == "receive" or (
-            self._stamp_source == "auto" and time_to_ns(header.stamp) == 0
-        )
-        return Header(stamp=ns_to_time(arrival_ns), frame_id=header.frame_id) if use_arrival else header
-
     def _process(self, msg: Image | CompressedImage, received: float, arrival_ns: int) -> None:
         try:
             rgb = message_to_rgb(msg)
         except ValueError as exc:
             self._reject(f"image rejected: {exc}")
             return
-        header = self._frame_stamp(msg.header, arrival_ns)
+        stamp = frame_stamp(self._stamp_source, time_to_ns(msg.header.stamp), arrival_ns)
+        header = Header(stamp=ns_to_time(stamp), frame_id=msg.header.frame_id)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         want_pixels = self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0
         with self._engine_lock:

@@ -1,12 +1,8 @@
 """The tracker node's query services: add points, add the grid points inside a mask, remove points, reset.
 
-Each request is validated whole before the engine changes (the engine's own checks run under the engine lock
-and refuse a request whole: limits, ids, stamps), so a refused request leaves every tracked point as it was.
-Handlers never raise: they always answer, with ``success`` false and a message saying why on refusal.
-
-The services live in their own callback group with a deep request queue (`SERVICE_QUEUE_DEPTH`): a burst of
-concurrent callers is queued and answered, each within about one tracking step (the time the engine lock can be
-held) plus the time of the calls before it.
+A request is validated whole before the engine changes (the engine refuses it whole: limits, ids, stamps), and
+a handler always answers (``success`` false and why). The services have their own callback group and a deep
+request queue (`SERVICE_QUEUE_DEPTH`): a burst of callers is answered, each within about one tracking step.
 """
 
 from __future__ import annotations
