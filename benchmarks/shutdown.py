@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -189,15 +189,6 @@ class _Feeder:
         self.peer.close()
 
 
-def _wait(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def signal_run(sequence: str, moment: str, log_dir: Path, domain: int, index: int = 0) -> Outcome:
     """Start a node, reach ``moment``, send ``sequence`` to its process group; the outcome."""
     namespace = f"/shutdown_{os.getpid()}_{index}"
@@ -213,8 +204,10 @@ def signal_run(sequence: str, moment: str, log_dir: Path, domain: int, index: in
             if moment == "idle":
                 time.sleep(0.3)
             else:
+                from cotracker3_ros.tools.node_peer import wait_until
+
                 feeder = _Feeder(namespace, domain)
-                _wait(lambda: feeder.tracks >= 2 or run.process.poll() is not None, START_TIMEOUT_S)
+                wait_until(lambda: feeder.tracks >= 2 or run.process.poll() is not None, START_TIMEOUT_S)
         first = time.monotonic()
         for sig, delay in SEQUENCES[sequence]:
             time.sleep(max(0.0, first + delay - time.monotonic()))

@@ -53,7 +53,7 @@ from cotracker3_ros.conversions import ns_to_time, rgb_to_image, time_to_ns, tra
 from cotracker3_ros.node import parse_arch, stream_config_from_params
 from cotracker3_ros.params import PARAMS
 from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
-from cotracker3_ros.tools.node_peer import DdsPeer, node_service
+from cotracker3_ros.tools.node_peer import DdsPeer, node_service, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "config" / "tracker.yaml"
@@ -277,12 +277,7 @@ class Peer(DdsPeer):
 
     @staticmethod
     def spin_until(predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return predicate()
+        return wait_until(predicate, timeout_s)
 
     def call(self, client, request, timeout_s: float = TIMEOUT_S):  # noqa: ANN001, ANN201 (any service)
         assert self.spin_until(client.service_is_ready, timeout_s), f"service {client.srv_name} not available"

@@ -57,6 +57,16 @@ def node_service(namespace: str, service: str, node_name: str = NODE_NAME) -> st
     return f"/{prefix}/{node_name}/{service}" if prefix else f"/{node_name}/{service}"
 
 
+def wait_until(predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.01) -> bool:
+    """Poll ``predicate`` every ``period_s`` until it is true or ``timeout_s`` has passed; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period_s)
+    return predicate()
+
+
 # --- the node process --------------------------------------------------------------------------------------
 
 
