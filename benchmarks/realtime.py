@@ -114,6 +114,8 @@ def run_node(frames: Sequence[np.ndarray], rate: float, node_params: Mapping[str
             "publish_rate_hz": (len(frames) - 1) / max(fast_s, 1e-9),
             "publish_s": publish_s,
             "tracked": len(set(received) & set(sent)),
+            # Indices of the published frames that never came back as tracks: where in the run the losses were.
+            "missing": [i for i, s in enumerate(sent) if s not in received],
             "node_received": int(values[diag.RECEIVED_TOTAL]),
             "node_dropped": int(values[diag.DROPPED_TOTAL]),
             "node_lost": int(values[diag.LOST_TOTAL]),
@@ -136,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
     parser.add_argument("--grid-size", type=int, default=8, help="grid of grid_size^2 points (8: 64)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the engine-only run")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a node parameter (ROS syntax), repeatable, e.g. --param num_threads:=2")
     parser.add_argument("--log", type=Path, default=Path("runs/realtime/node.log"), help="the node's output")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path)
@@ -144,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     camera = demo_camera(args.frames, *args.size)
     frames = [camera_frame(camera, t) for t in range(args.frames)]
     params = {"checkpoint": f"'{args.checkpoint}'", "grid_size": str(args.grid_size)}
+    params.update(item.split(":=", 1) for item in args.param)
     node = run_node(frames, args.rate, params, args.log)
     fps = engine_fps(frames, args.checkpoint, args.grid_size, args.threads)
     result = {"checkpoint": args.checkpoint, "size": list(args.size), "rate_hz": args.rate,

@@ -129,7 +129,7 @@ class TrackerNode(Node):
         self._stamp_source = values["stamp_source"]
         self._image_timeout_s = float(values["image_timeout_s"])
         check_node_params(values)
-        threads = int(values["num_threads"]) or max(1, (os.cpu_count() or 1) - 1)
+        threads = int(values["num_threads"]) or (os.cpu_count() or 1)
         torch.set_num_threads(threads)
 
         if tracker is None:

@@ -216,8 +216,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "num_threads",
         0,
-        "CPU threads of the tracker's torch operations; 0: one less than the CPU cores (at least 1), so that "
-        "the ROS callbacks keep a core and an overloaded camera cannot starve the tracker.",
+        "CPU threads of the tracker's torch operations; 0: one per CPU core (torch's default). On 2 cores, 1 "
+        "thread halves the tracker's speed and loses frames from a 15 Hz camera with lite (docs/models.md).",
         range=(0, 256),
     ),
 )
