@@ -84,6 +84,7 @@ def run_node(frames: Sequence[np.ndarray], rate: float, node_params: Mapping[str
             raise RuntimeError(f"the node did not come up:\n{node.log_tail()}")
         time.sleep(1.0)
         sent: dict[int, float] = {}
+        late = 0.0  # the camera's own worst delay against its schedule (seconds): a stall on this side
         start = time.monotonic() + 0.5
         times = [i / rate for i in range(len(frames))]
         times += [times[-1] + (k + 1) * 0.2 for k in range(tail)]
@@ -91,6 +92,7 @@ def run_node(frames: Sequence[np.ndarray], rate: float, node_params: Mapping[str
             delay = start + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            late = max(late, -delay)
             stamp = time.time_ns()
             sent[stamp] = time.monotonic()
             if i == len(frames) - 1:
@@ -113,6 +115,7 @@ def run_node(frames: Sequence[np.ndarray], rate: float, node_params: Mapping[str
             "published": len(times),
             "publish_rate_hz": (len(frames) - 1) / max(fast_s, 1e-9),
             "publish_s": publish_s,
+            "publish_late_ms_max": 1000.0 * late,
             "tracked": len(set(received) & set(sent)),
             # Indices of the published frames that never came back as tracks: where in the run the losses were.
             "missing": [i for i, s in enumerate(sent) if s not in received],

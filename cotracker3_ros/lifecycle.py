@@ -16,6 +16,7 @@ second Ctrl-C during the cleanup) are only counted, then ignored while the inter
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -141,6 +142,9 @@ class _Process:
             return EXIT_BUG
         self.signals.interruptible = False  # from here on a signal ends the spin loop below
         self.stage = "spinning"
+        # The start-up objects (torch, rclpy, the model: about 200,000) would be traversed by every full
+        # collection, a pause of about 60 ms here that holds the GIL against the callbacks and the worker.
+        gc.freeze()
         # Two threads: images keep being enqueued while a service waits for the engine lock.
         self.executor = MultiThreadedExecutor(num_threads=2)
         self.executor.add_node(self.node)
