@@ -13,7 +13,8 @@ One clip per bag (a rosbag2 folder, MCAP or sqlite3). What `write_clip_bag` puts
 
 Messages are built by the node's conversions and serialised by rclpy (connections: a rosbags typestore of the
 chosen distribution plus ``Tracks.msg``); reading converts images with the node's `message_to_rgb`, so evaluations
-see the node's pixels. A damaged bag is one ValueError naming it (`open_bag`).
+see the node's pixels. A damaged bag is one ValueError naming it (`open_bag`). Ground truth recorded with the
+``Tracks`` of before #15 (no ``x3d/y3d/z3d``) reads as well (`deserialize_tracks`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ..conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_t
 __all__ = [
     "BagClip",
     "BagWriteOptions",
+    "deserialize_tracks",
     "find_bags",
     "frame_stamps",
     "make_typestore",
@@ -119,6 +121,26 @@ def make_typestore(distro: str = "kilted") -> Any:
     store = get_typestore(DISTROS[distro][0])
     store.register(get_types_from_msg(tracks_msg_path().read_text(), TRACKS_TYPE))
     return store
+
+
+def deserialize_tracks(raw: bytes) -> Tracks:
+    """A CDR-serialised ``cotracker3_msgs/Tracks``, of this definition or of the one before #15.
+
+    The 3D arrays ``x3d, y3d, z3d`` were appended after ``visible``; CDR lays fields out in order, so a message
+    recorded before (ending after ``visible``) is this message with three empty arrays: its bytes plus, at the
+    next 4-byte boundary, three zero sequence lengths.
+
+    Raises:
+        ValueError: the bytes are neither.
+    """
+    try:
+        return deserialize_message(raw, Tracks)
+    except Exception:  # rclpy raises its RMWError (not exported on every distro) for bytes that end too early
+        pass
+    try:
+        return deserialize_message(raw + bytes(-len(raw) % 4) + bytes(12), Tracks)
+    except Exception as exc:
+        raise ValueError(f"cannot deserialise a {TRACKS_TYPE} message of {len(raw)} bytes: {exc}") from exc
 
 
 # --- writing ------------------------------------------------------------------------------------------------
@@ -457,7 +479,7 @@ def read_clip_bag(
             if connection.topic == topic:
                 raw_images.append(bytes(raw))
             else:
-                gt_messages.append(deserialize_message(bytes(raw), Tracks))
+                gt_messages.append(deserialize_tracks(bytes(raw)))
     if not raw_images:
         raise ValueError(f"{path}: image topic {topic!r} has no messages")
     message_class = CompressedImage if topics[topic] == COMPRESSED_TYPE else Image
