@@ -1,12 +1,13 @@
 """The tracked points' 3D positions as a ``sensor_msgs/PointCloud2`` (for RViz and point-cloud tools).
 
 One point per track with a valid 3D position, ``height`` 1 (unorganised), in the optical frame of the source
-image (``header`` copied from it). Fields, in the machine's byte order (``is_bigendian``), ``point_step`` 20 (3
-zero padding bytes at the end): ``x``, ``y``, ``z`` FLOAT32 metres at offsets 0, 4, 8; ``id`` UINT32 (the track
-id) at 12; ``visible`` UINT8 at 16.
+image (``header`` copied from it). Fields, in the machine's byte order (``is_bigendian``), packed (``point_step``
+17, no padding): ``x``, ``y``, ``z`` FLOAT32 metres at offsets 0, 4, 8; ``id`` UINT32 (the track id) at 12;
+``visible`` UINT8 at 16.
 
 Built with ``sensor_msgs_py.point_cloud2.create_cloud`` when it is importable (a system ROS 2), else from the same
-NumPy structured array directly: both give the same message, byte for byte.
+NumPy structured array directly: both give the same message, byte for byte. Packed, because Humble's
+``create_cloud`` has no ``point_step`` argument and accepts only the packed dtype of the fields.
 """
 
 from __future__ import annotations
@@ -34,15 +35,10 @@ _LAYOUT = (
     ("id", PointField.UINT32, np.uint32, 12),
     ("visible", PointField.UINT8, np.uint8, 16),
 )
-POINT_STEP = 20
 POINT_DTYPE = np.dtype(
-    {
-        "names": [n for n, *_ in _LAYOUT],
-        "formats": [f for _, _, f, _ in _LAYOUT],
-        "offsets": [o for *_, o in _LAYOUT],
-        "itemsize": POINT_STEP,
-    }
+    {"names": [n for n, *_ in _LAYOUT], "formats": [f for _, _, f, _ in _LAYOUT], "offsets": [o for *_, o in _LAYOUT]}
 )
+POINT_STEP = POINT_DTYPE.itemsize  # 17
 CLOUD_FIELDS = [PointField(name=n, offset=o, datatype=t, count=1) for n, t, _, o in _LAYOUT]
 
 
@@ -58,14 +54,14 @@ def tracks_cloud(
     """
     xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
     keep = np.all(np.isfinite(xyz), axis=1)
-    points = np.zeros(int(keep.sum()), POINT_DTYPE)  # zeros: the padding bytes are defined
+    points = np.zeros(int(keep.sum()), POINT_DTYPE)
     points["x"], points["y"], points["z"] = xyz[keep, 0], xyz[keep, 1], xyz[keep, 2]
     points["id"] = np.asarray(ids, dtype=np.uint32)[keep]
     points["visible"] = np.asarray(visible, dtype=np.uint8)[keep]
     if use_sensor_msgs_py or (use_sensor_msgs_py is None and HAVE_SENSOR_MSGS_PY):
         if _create_cloud is None:
             raise ValueError("sensor_msgs_py was requested but is not importable")
-        return _create_cloud(header, CLOUD_FIELDS, points, POINT_STEP)
+        return _create_cloud(header, CLOUD_FIELDS, points)
     data = array.array("B")
     data.frombytes(points.tobytes())
     return PointCloud2(  # what create_cloud makes of a structured array
