@@ -378,7 +378,7 @@ class TrackerNode(Node):
         header = Header(stamp=ns_to_time(stamp), frame_id=msg.header.frame_id)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         want_pixels = self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0
-        depth = self._depth.pair(stamp, size) if self._depth is not None else None
+        depth = self._depth.pair(time_to_ns(msg.header.stamp), size) if self._depth is not None else None  # by header
         with self._engine_lock:
             meta = _FrameMeta(header, size, rgb if want_pixels else None, depth)
             step = self._session.push(rgb, time_to_ns(header.stamp), meta)
