@@ -3,12 +3,12 @@ back-projection, and the pairing of colour frames with depth images by stamp. Nu
 
 Conventions:
 
-- Track positions ``xy`` are pixels of the colour image with the origin at the top-left *corner* of the
-  top-left pixel (``cotracker3_msgs/Tracks``): pixel ``(row i, column j)`` covers ``[j, j+1) x [i, i+1)`` and its
-  centre is ``(j + 0.5, i + 0.5)``.
+- Track positions ``xy`` are pixels of the colour image with pixel centres at integer coordinates (the
+  engine's convention, docs/architecture.md): pixel ``(row i, column j)`` is centred on ``(j, i)`` and covers
+  ``[j - 0.5, j + 0.5) x [i - 0.5, i + 0.5)``.
 - The intrinsics ``K`` follow ROS ``sensor_msgs/CameraInfo`` (and OpenCV): pixel centres at integer
-  coordinates, so a track at ``(x, y)`` is at ``(u, v) = (x - 0.5, y - 0.5)`` for the pinhole model. Images
-  are rectified (no distortion is applied).
+  coordinates too, so a track at ``(x, y)`` is at ``(u, v) = (x, y)`` for the pinhole model. Images are
+  rectified (no distortion is applied).
 - The depth image is aligned to the colour image (same size, same pixels) and holds the Z coordinate (along
   the optical axis, REP-118), not the range along the ray.
 - 3D points are in metres, in the colour image's optical frame (x right, y down, z forward).
@@ -124,7 +124,7 @@ def sample_depth(
 
     Args:
         depth_m: ``(H, W)`` float32 metres, NaN = no reading (`depth_to_metres`).
-        xy: ``(N, 2)`` track positions, pixels (corner origin, see the module docstring).
+        xy: ``(N, 2)`` track positions, pixels (centres at integers, see the module docstring).
         window: odd window side in pixels.
         min_valid: fewest valid pixels a window needs; default: more than half of a full window (13 of 25), so
             that a point over a hole, or at its edge, gets no depth rather than one from the hole's far side.
@@ -140,8 +140,8 @@ def sample_depth(
     height, width = depth_m.shape
     out = np.full(len(xy), np.nan, dtype=np.float32)
     finite = np.all(np.isfinite(xy), axis=1)
-    cols = np.floor(np.where(finite, xy[:, 0], -1.0)).astype(np.int64)
-    rows = np.floor(np.where(finite, xy[:, 1], -1.0)).astype(np.int64)
+    cols = np.floor(np.where(finite, xy[:, 0], -1.0) + 0.5).astype(np.int64)  # the pixel whose centre is nearest
+    rows = np.floor(np.where(finite, xy[:, 1], -1.0) + 0.5).astype(np.int64)
     inside = finite & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
     if not inside.any():
         return out
@@ -162,7 +162,7 @@ def back_project(xy: np.ndarray, z: np.ndarray, intrinsics: Intrinsics) -> np.nd
     """Pinhole back-projection of track positions with their depths.
 
     Args:
-        xy: ``(N, 2)`` pixels (corner origin).
+        xy: ``(N, 2)`` pixels (centres at integers).
         z: ``(N,)`` metres along the optical axis (NaN propagates).
         intrinsics: of the image ``xy`` is in.
 
@@ -171,8 +171,8 @@ def back_project(xy: np.ndarray, z: np.ndarray, intrinsics: Intrinsics) -> np.nd
     """
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     z = np.asarray(z, dtype=np.float64).reshape(-1)
-    x = (xy[:, 0] - 0.5 - intrinsics.cx) / intrinsics.fx * z
-    y = (xy[:, 1] - 0.5 - intrinsics.cy) / intrinsics.fy * z
+    x = (xy[:, 0] - intrinsics.cx) / intrinsics.fx * z
+    y = (xy[:, 1] - intrinsics.cy) / intrinsics.fy * z
     return np.stack([x, y, z], axis=1).astype(np.float32)
 
 
@@ -188,7 +188,7 @@ def points_3d(
     Args:
         depth_m: ``(H, W)`` float32 metres aligned to the colour image (NaN = no reading).
         intrinsics: of the colour image; its size must be the depth image's.
-        xy: ``(N, 2)`` pixels (corner origin); visible: ``(N,)`` bool.
+        xy: ``(N, 2)`` pixels (centres at integers); visible: ``(N,)`` bool.
 
     Returns:
         ``(N, 3)`` float32 metres; rows of NaN where the depth is missing or the point is not visible.

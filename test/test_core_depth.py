@@ -61,28 +61,30 @@ def test_depth_to_metres_refuses_unsupported_encodings_and_wrong_arrays() -> Non
 
 def test_sample_depth_is_the_median_of_the_valid_window() -> None:
     depth = np.arange(H * W, dtype=np.float32).reshape(H, W)  # depth(row, col) = row * W + col
-    # The point (10.7, 5.2) lies in pixel row 5, column 10; its 5x5 window is rows 3..7, columns 8..12.
-    assert sample_depth(depth, np.array([[10.7, 5.2]]))[0] == 5 * W + 10
+    # The point (10.4, 4.6) lies in pixel row 5, column 10 (centres at integers); its 5x5 window is rows 3..7,
+    # columns 8..12.
+    assert sample_depth(depth, np.array([[10.4, 4.6]]))[0] == 5 * W + 10
+    assert sample_depth(depth, np.array([[10.5, 5.0]]))[0] == 5 * W + 11  # half-way: the next pixel
     holed = depth.copy()
     holed[3:8, 11:13] = np.nan  # 10 of 25 invalid: the median of the 15 left (columns 8..10)
-    assert sample_depth(holed, np.array([[10.7, 5.2]]))[0] == np.median(depth[3:8, 8:11])
+    assert sample_depth(holed, np.array([[10.4, 4.6]]))[0] == np.median(depth[3:8, 8:11])
     holed[3:8, 10] = np.nan
-    assert np.isnan(sample_depth(holed, np.array([[10.7, 5.2]]))[0])
-    assert sample_depth(holed, np.array([[10.7, 5.2]]), min_valid=10)[0] == np.median(depth[3:8, 8:10])
+    assert np.isnan(sample_depth(holed, np.array([[10.4, 4.6]]))[0])
+    assert sample_depth(holed, np.array([[10.4, 4.6]]), min_valid=10)[0] == np.median(depth[3:8, 8:10])
     # A single dropout at the point itself does not matter: the median of the other 24.
     spot = np.full((H, W), 2.0, np.float32)
     spot[5, 10] = np.nan
-    assert sample_depth(spot, np.array([[10.5, 5.5]]))[0] == 2.0
+    assert sample_depth(spot, np.array([[10.0, 5.0]]))[0] == 2.0
 
 
 def test_sample_depth_at_borders_outside_and_non_finite_points() -> None:
     depth = np.full((H, W), 1.25, np.float32)
-    xy = np.array([[0.0, 0.0], [W - 0.01, H - 0.01], [-0.01, 3.0], [W, 3.0], [3.0, H + 5.0], [np.nan, 3.0]])
+    xy = np.array([[-0.5, -0.5], [W - 0.51, H - 0.51], [-0.51, 3.0], [W - 0.5, 3.0], [3.0, H + 5.0], [np.nan, 3.0]])
     z = sample_depth(depth, xy)
     # A corner window holds 3x3 = 9 pixels, fewer than 13: no depth; the others are outside or not finite.
     assert np.isnan(z).all()
     assert sample_depth(depth, xy[:2], min_valid=9).tolist() == [1.25, 1.25]
-    edge = sample_depth(depth, np.array([[0.5, 10.5], [W - 0.5, 10.5]]))  # 3x5 = 15 pixels at the side edges
+    edge = sample_depth(depth, np.array([[0.0, 10.0], [W - 1.0, 10.0]]))  # 3x5 = 15 pixels at the side edges
     assert edge.tolist() == [1.25, 1.25]
     assert sample_depth(depth, np.zeros((0, 2))).shape == (0,)
     with pytest.raises(ValueError, match="odd"):
@@ -90,8 +92,8 @@ def test_sample_depth_at_borders_outside_and_non_finite_points() -> None:
 
 
 def test_back_projection_exact_numbers() -> None:
-    # (x, y) = (u + 0.5, v + 0.5): the principal point (15.5, 11.5) is at track position (16, 12).
-    xy = np.array([[16.0, 12.0], [26.0, 12.0], [16.0, 0.0], [6.0, 24.0]])
+    # Track positions and K share the convention (pixel centres at integers): the principal point is (15.5, 11.5).
+    xy = np.array([[15.5, 11.5], [25.5, 11.5], [15.5, -0.5], [5.5, 23.5]])
     z = np.array([2.0, 2.0, 3.0, 1.2])
     expected = np.array(
         [
@@ -111,9 +113,9 @@ def test_points_3d_on_a_tilted_plane_matches_the_ray_intersection() -> None:
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)  # pixel centres, ROS/OpenCV convention
     rays = np.stack([(u - INTR.cx) / INTR.fx, (v - INTR.cy) / INTR.fy, np.ones_like(u)], axis=-1)
     depth = (offset / (rays @ normal)).astype(np.float32)
-    xy = np.array([[16.5, 12.5], [5.5, 4.5], [25.5, 18.5], [20.3, 7.8]])  # pixel centres, then between
+    xy = np.array([[16.0, 12.0], [5.0, 4.0], [25.0, 18.0], [20.3, 7.8]])  # pixel centres, then between
     got = points_3d(depth, INTR, xy, np.ones(len(xy), bool))
-    ray = np.stack([(xy[:, 0] - 0.5 - INTR.cx) / INTR.fx, (xy[:, 1] - 0.5 - INTR.cy) / INTR.fy, np.ones(len(xy))], 1)
+    ray = np.stack([(xy[:, 0] - INTR.cx) / INTR.fx, (xy[:, 1] - INTR.cy) / INTR.fy, np.ones(len(xy))], 1)
     truth = ray * (offset / (ray @ normal))[:, None]
     np.testing.assert_allclose(got[:3], truth[:3], atol=1e-6)  # at pixel centres: exact (median = centre)
     assert np.linalg.norm(got[3] - truth[3]) < 0.01  # between centres: the centre pixel's depth, within 1 cm

@@ -56,13 +56,13 @@ def rays(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def true_points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The plane's 3D points (N, 3) at track positions (x, y) (corner origin: u = x - 0.5)."""
-    r = rays(np.asarray(x, np.float64) - 0.5, np.asarray(y, np.float64) - 0.5)
+    """The plane's 3D points (N, 3) at track positions (x, y) (pixel centres at integers, as in K: u = x)."""
+    r = rays(np.asarray(x, np.float64), np.asarray(y, np.float64))
     return r * (OFFSET / (r @ NORMAL))[..., None]
 
 
 V, U = np.mgrid[0:H, 0:W].astype(np.float64)
-PLANE = true_points(U + 0.5, V + 0.5)  # (H, W, 3) at the pixel centres
+PLANE = true_points(U, V)  # (H, W, 3) at the pixel centres
 DEPTH_M = PLANE[..., 2].astype(np.float32)
 TEXTURE = cv2.GaussianBlur(np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8), (0, 0), 2.0)
 
@@ -97,9 +97,9 @@ def expected_valid(depth_m: np.ndarray, x: np.ndarray, y: np.ndarray, visible: n
     pixel valid (the node's rule, docs/ros.md)."""
     out = np.zeros(len(x), bool)
     for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
-        if not (visible[i] and np.isfinite(xi) and np.isfinite(yi) and 0 <= xi < W and 0 <= yi < H):
+        if not (visible[i] and np.isfinite(xi) and np.isfinite(yi) and -0.5 <= xi < W - 0.5 and -0.5 <= yi < H - 0.5):
             continue
-        c, r = int(np.floor(xi)), int(np.floor(yi))
+        c, r = int(np.floor(xi + 0.5)), int(np.floor(yi + 0.5))  # the pixel whose centre is nearest
         window = depth_m[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3]
         out[i] = np.isfinite(window).sum() >= 13
     return out
