@@ -25,7 +25,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
         (f"share/{PACKAGE_NAME}/launch", sorted(glob("launch/*.py"))),
-        (f"share/{PACKAGE_NAME}/config", sorted(glob("config/*.yaml"))),
+        (f"share/{PACKAGE_NAME}/config", sorted(glob("config/*.yaml") + glob("config/*.rviz"))),
     ],
     # torch is deliberately absent: an unpinned torch requirement pulls the multi-GB CUDA build.
     # scripts/install.sh pins it (torch==2.13.0). OpenCV is absent too: ROS users get it from their

@@ -8,8 +8,9 @@ in their own callback group and take the engine lock, so they wait at most one t
 Subscribed: ``image`` (sensor_msgs/Image) or, with ``compressed: true``, ``image/compressed``
 (sensor_msgs/CompressedImage); SensorDataQoS, overridable through ROS QoS overrides
 (``qos_overrides./image.subscription.reliability`` ...).
+With ``depth_topic`` set, also the aligned depth image and ``camera_info_topic`` (`depth_input`).
 Published: ``tracks`` and ``tracks_refined`` (cotracker3_msgs/Tracks, header copied from the image),
-``debug_image`` (sensor_msgs/Image), ``/diagnostics`` (diagnostic_msgs/DiagnosticArray).
+``debug_image`` (sensor_msgs/Image), ``tracks/points`` (sensor_msgs/PointCloud2, with depth), ``/diagnostics``.
 Services (private, under the node's name: ``/tracker_node/add_points`` in the root namespace): ``~/add_points``,
 ``~/add_mask_points``, ``~/remove_points`` (cotracker3_msgs/srv), ``~/reset`` (std_srvs/Trigger).
 Parameters: see `cotracker3_ros.params`.
@@ -54,6 +55,7 @@ from cotracker3_core.streaming import StreamingTracker
 from . import diagnostics as diag
 from .conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
 from .debug_image import draw_tracks
+from .depth_input import DepthFrame, DepthInput
 from .lifecycle import main
 from .params import (
     NODE_NAME,
@@ -98,11 +100,12 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 class _FrameMeta(NamedTuple):
     """What the node keeps of an image while its frame is in the window: the header its tracks copy, the
-    image size (H, W), and the pixels while debug_image has readers."""
+    image size (H, W), the pixels while debug_image has readers, and its depth (with depth_topic)."""
 
     header: Header
     size: tuple[int, int]
     pixels: np.ndarray | None = None
+    depth: DepthFrame | None = None
 
 
 class TrackerNode(Node):
@@ -200,6 +203,8 @@ class TrackerNode(Node):
             qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies(),
         )
+
+        self._depth = DepthInput.create(self, values, getattr(self._image_sub, "topic_name", topic))  # None: off
 
         self._query_services = QueryServices(
             self, tracker, self._engine_lock, self.flush_and_reset, lambda: self._mask_grid_size
@@ -373,8 +378,9 @@ class TrackerNode(Node):
         header = Header(stamp=ns_to_time(stamp), frame_id=msg.header.frame_id)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         want_pixels = self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0
+        depth = self._depth.pair(time_to_ns(msg.header.stamp), size) if self._depth is not None else None  # by header
         with self._engine_lock:
-            meta = _FrameMeta(header, size, rgb if want_pixels else None)
+            meta = _FrameMeta(header, size, rgb if want_pixels else None, depth)
             step = self._session.push(rgb, time_to_ns(header.stamp), meta)
             if step.restart is not None:
                 self._after_restart(step.restart, warn=True)
@@ -426,6 +432,8 @@ class TrackerNode(Node):
             if meta is None:  # cannot happen unless the engine emits a frame we never pushed
                 meta = _FrameMeta(Header(stamp=ns_to_time(tracks.stamp)), self._tracker.frame_size or (0, 0))
             msg = frame_tracks_to_msg(tracks, meta.header, meta.size)
+            if self._depth is not None:
+                self._depth.attach(msg, meta.depth, tracks)
             if tracks.refined:
                 if self._publish_refined:
                     self._refined_pub.publish(msg)
@@ -461,6 +469,8 @@ class TrackerNode(Node):
                     diag.NONFINITE_TOTAL: str(nonfinite),
                 }
             )
+        depth_values, depth_problem = self._depth.diagnostics() if self._depth is not None else ({}, "")
+        values.update(depth_values)
         status = DiagnosticStatus(
             name=f"{self.get_name()}{diag.STATUS_SUFFIX}",
             hardware_id=f"{self.get_fully_qualified_name()} on {self._tracker.device}",
@@ -474,6 +484,8 @@ class TrackerNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, f"dropped {period_dropped} frame(s): tracker too slow"
         elif self._timeout_warned:
             status.level, status.message = DiagnosticStatus.WARN, f"no image for {values[diag.LAST_IMAGE_AGE]} s"
+        elif depth_problem:
+            status.level, status.message = DiagnosticStatus.WARN, depth_problem
         else:
             status.level, status.message = DiagnosticStatus.OK, "tracking"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

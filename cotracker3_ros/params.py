@@ -214,6 +214,27 @@ PARAMS: tuple[ParamSpec, ...] = (
         range=(0.0, 3600.0),
     ),
     ParamSpec(
+        "depth_topic",
+        "",
+        "Aligned depth image (sensor_msgs/Image, 16UC1 millimetres or 32FC1 metres, same size and pixels as the "
+        "colour image, e.g. /camera/aligned_depth_to_color/image_raw): each point also gets its 3D position "
+        "(Tracks x3d/y3d/z3d, PointCloud2 on tracks/points). Empty: no depth input (x3d/y3d/z3d stay empty).",
+    ),
+    ParamSpec(
+        "camera_info_topic",
+        "",
+        "The colour camera's sensor_msgs/CameraInfo (K of rectified images, and the image size it applies to), used "
+        "with depth_topic. Empty: camera_info beside the colour image topic (/camera/color/camera_info for "
+        "/camera/color/image_raw).",
+    ),
+    ParamSpec(
+        "depth_max_skew_s",
+        0.02,
+        "A colour frame is paired with the depth image of the same stamp, else the nearest one within this many "
+        "seconds; a frame without one keeps its 2D tracks (3D NaN).",
+        range=(0.0, 1.0),
+    ),
+    ParamSpec(
         "num_threads",
         0,
         "CPU threads of the tracker's torch operations; 0: one per CPU core (torch's default). On 2 cores, 1 "

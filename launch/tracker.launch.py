@@ -4,6 +4,8 @@
     ros2 launch cotracker3_ros tracker.launch.py camera_topic:=/camera/image_raw checkpoint:=scaled_online \
         device:=cuda params_file:=/path/to/tracker.yaml
     ros2 launch cotracker3_ros tracker.launch.py untrained:=true arch:='{latent_dim: 32, hidden_size: 64}'
+    ros2 launch cotracker3_ros tracker.launch.py camera_topic:=/camera/color/image_raw \
+        depth_topic:=/camera/aligned_depth_to_color/image_raw
     ros2 launch cotracker3_ros tracker.launch.py --show-args
 
 The arguments, their defaults and meanings are the table `LAUNCH_ARGUMENTS` (docs/ros.md, section Launch).
@@ -57,6 +59,12 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "arch", "", "architecture overrides, a YAML mapping like '{latent_dim: 32, hidden_size: 64}'; empty: the file's"
     ),
     LaunchArgument("device", "", "auto, cpu, cuda or cuda:<index>; empty: the file's"),
+    LaunchArgument(
+        "depth_topic", "", "aligned depth image (16UC1 mm or 32FC1 m) for 3D tracks; empty: the file's (off)"
+    ),
+    LaunchArgument(
+        "camera_info_topic", "", "the colour camera's CameraInfo, for 3D; empty: the file's (beside the image)"
+    ),
     LaunchArgument("namespace", "", "node namespace; empty: the root"),
     LaunchArgument("use_sim_time", "false", "true: follow /clock (node parameter use_sim_time)"),
     LaunchArgument("log_level", "info", "node log level: " + ", ".join(LOG_LEVELS)),
@@ -108,6 +116,8 @@ def node_arguments(values: Mapping[str, str]) -> dict[str, Any]:
         "untrained": parse_bool("untrained", given["untrained"]),
         "arch": given["arch"].strip(),
         "device": given["device"].strip(),
+        "depth_topic": given["depth_topic"].strip(),
+        "camera_info_topic": given["camera_info_topic"].strip(),
         "namespace": given["namespace"].strip(),
         "use_sim_time": parse_bool("use_sim_time", given["use_sim_time"]),
         "log_level": given["log_level"],
@@ -124,6 +134,8 @@ def make_tracker_node_description(
     log_level: str = "info",
     untrained: bool = False,
     arch: str = "",
+    depth_topic: str = "",
+    camera_info_topic: str = "",
 ) -> dict[str, Any]:
     """Keyword arguments of ``launch_ros.actions.Node`` for the tracker node.
 
@@ -136,6 +148,7 @@ def make_tracker_node_description(
         use_sim_time: the node parameter ``use_sim_time`` (always set, so it overrides the file's).
         log_level: one of `LOG_LEVELS`, passed as ``--ros-args --log-level``.
         untrained: run untrained random weights (``checkpoint: ''``); excludes ``checkpoint``.
+        depth_topic, camera_info_topic: the node parameters of the same names, when not empty (3D tracks).
     Returns:
         dict with package, executable, name, namespace, parameters, remappings, ros_arguments, output.
     """
@@ -149,7 +162,9 @@ def make_tracker_node_description(
         raise ValueError(f"untrained:=true runs no checkpoint, but checkpoint {checkpoint!r} was given too")
     overrides: dict[str, Any] = {"checkpoint": ""} if untrained else {}
     # Plain str values stay strings in launch_ros (Humble..Rolling yaml.dump them first): arch's "{...}" too.
-    overrides.update({name: value for name, value in (("checkpoint", checkpoint), ("device", device)) if value})
+    given = (("checkpoint", checkpoint), ("device", device), ("depth_topic", depth_topic),
+             ("camera_info_topic", camera_info_topic))  # fmt: skip
+    overrides.update({name: value for name, value in given if value})
     if arch:
         overrides["arch"] = arch
     overrides["use_sim_time"] = bool(use_sim_time)

@@ -15,7 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The leg's tests: every test file that imports rclpy or the built cotracker3_msgs and needs no
 # Kilted-only tool. Add a file here when it starts to depend on the distro.
-JAZZY_TESTS=(test/test_msgs_dds.py test/test_ros_node.py test/test_node_faults.py test/test_ros_conversions.py)
+JAZZY_TESTS=(test/test_msgs_dds.py test/test_ros_node.py test/test_node_faults.py test/test_ros_conversions.py
+             test/test_node_depth.py test/test_ros_depth.py)
 
 # Jazzy's own install, whatever the calling shell has: VENV/WS_DIR would name Kilted's install, and a
 # shell that sourced scripts/env.sh carries Kilted's ament/colcon/Python paths.

@@ -24,8 +24,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cotracker3_msgs.msg import Tracks
+from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from cotracker3_core.checkpoint import build_model, save_checkpoint
 from cotracker3_core.evaluation.ground_truth import GroundTruth, load_sidecar_ground_truth
@@ -43,6 +45,8 @@ from cotracker3_ros.tools import bag_eval, tapvid_to_bag
 from cotracker3_ros.tools.bag_tools import (
     TRACKS_TYPE,
     BagWriteOptions,
+    bag_custom_data,
+    deserialize_tracks,
     find_bags,
     frame_stamps,
     list_topics,
@@ -159,6 +163,55 @@ def test_bag_is_readable_with_rosbags_typestore(dataset: tuple[Path, Path]) -> N
     assert messages[3].image_width == SIZE and len(messages[3].ids) == POINTS
     assert infos[0].k.tolist() == [0.0] * 9  # uncalibrated
     assert messages[3].header.stamp.nanosec == infos[3].header.stamp.nanosec
+
+
+#: cotracker3_msgs/Tracks as it was before #15 added x3d, y3d, z3d (comments left out).
+TRACKS_BEFORE_3D = """std_msgs/Header header
+bool refined
+uint32 image_width
+uint32 image_height
+uint32[] ids
+float32[] x
+float32[] y
+float32[] visibility
+float32[] confidence
+uint8[] visible
+"""
+
+
+def test_bag_recorded_with_the_tracks_of_before_3d_still_reads(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    """A bag whose ground truth was written with the old definition (recorded as such in the bag): the same
+    ground truth as the bag of today, and the x3d/y3d/z3d arrays read empty."""
+    _, bags = dataset
+    new_store = make_typestore("kilted")
+    old_store = get_typestore(Stores.ROS2_KILTED)
+    old_store.register(get_types_from_msg(TRACKS_BEFORE_3D, TRACKS_TYPE))
+    old_class = old_store.types[TRACKS_TYPE]
+    old_path = tmp_path / "before_3d"
+    writer = Writer(old_path, version=9)
+    for key, value in bag_custom_data(bags / CLIP_NAMES[0]).items():
+        writer.set_custom_data(key, value)
+    with Reader(bags / CLIP_NAMES[0]) as reader, writer:
+        out = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=old_store) for c in reader.connections}
+        old_raw = []
+        for connection, timestamp, raw in reader.messages():
+            if connection.msgtype == TRACKS_TYPE:
+                msg = new_store.deserialize_cdr(raw, TRACKS_TYPE)
+                old = old_class(**{k: getattr(msg, k) for k in old_class.__dataclass_fields__})
+                raw = old_store.serialize_cdr(old, TRACKS_TYPE)
+                old_raw.append(bytes(raw))
+            writer.write(out[connection.id], timestamp, raw)
+    with pytest.raises(Exception):  # noqa: B017 - the old bytes are too short for today's definition
+        deserialize_message(old_raw[0], Tracks)
+    assert len(deserialize_tracks(old_raw[0]).x3d) == 0 and len(deserialize_tracks(old_raw[0]).x) == POINTS
+    with Reader(old_path) as reader:
+        assert "x3d" not in next(c for c in reader.connections if c.msgtype == TRACKS_TYPE).msgdef.data
+    old_gt, new_gt = read_clip_bag(old_path).ground_truth, read_clip_bag(bags / CLIP_NAMES[0]).ground_truth
+    np.testing.assert_array_equal(old_gt.points_px, new_gt.points_px)
+    np.testing.assert_array_equal(old_gt.occluded, new_gt.occluded)
+    np.testing.assert_array_equal(old_gt.track_ids, new_gt.track_ids)
+    with pytest.raises(ValueError, match="cannot deserialise"):
+        deserialize_tracks(old_raw[0][:-40])
 
 
 def test_sqlite3_png_humble_bag_round_trips(tmp_path: Path) -> None:

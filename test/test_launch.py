@@ -86,6 +86,12 @@ def test_node_description_arguments(launch_module: ModuleType, tmp_path: Path) -
     assert d["remappings"][1] == ("image/compressed", "/rs/color/image_raw/compressed")
     assert d["namespace"] == "arm"
     assert d["ros_arguments"] == ["--log-level", "debug"]
+    depth = launch_module.make_tracker_node_description(
+        **launch_module.node_arguments({"depth_topic": "/rs/depth ", "camera_info_topic": "/rs/color/camera_info"})
+    )
+    assert depth["parameters"][1] == {
+        "depth_topic": "/rs/depth", "camera_info_topic": "/rs/color/camera_info", "use_sim_time": False
+    }  # fmt: skip
     only_device = launch_module.make_tracker_node_description(device="cpu")
     assert only_device["parameters"][1] == {"device": "cpu", "use_sim_time": False}  # the file's checkpoint stays
     untrained = launch_module.make_tracker_node_description(untrained=True)
@@ -134,8 +140,8 @@ def test_launch_arguments_table(launch_module: ModuleType) -> None:
     names = [a.name for a in launch_module.LAUNCH_ARGUMENTS]
     assert len(names) == len(set(names))
     assert set(names) == {
-        "camera_topic", "params_file", "config", "checkpoint", "untrained", "arch", "device", "namespace",
-        "use_sim_time", "log_level",
+        "camera_topic", "params_file", "config", "checkpoint", "untrained", "arch", "device", "depth_topic",
+        "camera_info_topic", "namespace", "use_sim_time", "log_level",
     }  # fmt: skip
     assert all(a.description for a in launch_module.LAUNCH_ARGUMENTS)
 
@@ -213,6 +219,34 @@ def test_every_documented_ros2_launch_line_uses_declared_arguments(launch_module
             launch_module.node_arguments(values)  # true/false values, not both params_file and config
             checked[path.name] = checked.get(path.name, 0) + 1
     assert checked.get("README.md", 0) >= 2 and checked.get("ros.md", 0) >= 4, checked
+
+
+def doc_table_names(section: str) -> list[str]:
+    """The first column (a backticked name) of the tables in docs/ros.md's ``## <section>``."""
+    text = (REPO_ROOT / "docs" / "ros.md").read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", text, flags=re.M)
+
+
+def test_docs_tables_list_every_parameter_and_launch_argument(launch_module: ModuleType) -> None:
+    params = doc_table_names("Parameters")
+    assert len(params) == len(set(params)) and set(params) == {*PARAMS_BY_NAME, "use_sim_time"}
+    arguments = doc_table_names("Launch")
+    assert arguments == [a.name for a in launch_module.LAUNCH_ARGUMENTS]  # the --show-args order
+
+
+def test_rviz_config_shows_the_cloud_and_the_debug_image() -> None:
+    """config/tracker.rviz (docs/ros.md, RViz): the node's tracks/points and debug_image in the root namespace."""
+    from cotracker3_ros.depth_input import POINTS_TOPIC
+
+    rviz = yaml.safe_load((REPO_ROOT / "config" / "tracker.rviz").read_text())
+    manager = rviz["Visualization Manager"]
+    shown = {d["Class"]: d for d in manager["Displays"]}
+    assert shown["rviz_default_plugins/PointCloud2"]["Topic"]["Value"] == f"/{POINTS_TOPIC}"
+    assert shown["rviz_default_plugins/PointCloud2"]["Channel Name"] == "id"  # a field of the cloud
+    assert shown["rviz_default_plugins/Image"]["Topic"]["Value"] == "/debug_image"
+    assert manager["Global Options"]["Fixed Frame"] == "camera_color_optical_frame"
+    assert "config/tracker.rviz" in (REPO_ROOT / "docs" / "ros.md").read_text()
+    assert 'glob("config/*.rviz")' in (REPO_ROOT / "setup.py").read_text()  # installed beside tracker.yaml
 
 
 def test_config_file_lists_every_parameter_with_a_comment() -> None:

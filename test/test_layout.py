@@ -22,8 +22,12 @@ CORE_FORBIDDEN = ("rclpy", "cotracker3_msgs", "cotracker3_ros", "training", "ros
 NODE_FORBIDDEN = ("cotracker3_ros.tools", "training", "benchmarks")
 MAX_MODULE_LINES = 500
 #: 1,500 when the layout was set (#11); raised to 1,600 when the node gained its process lifecycle (signals,
-#: FATAL start-up errors: lifecycle.py) and its query services with limits (services.py) in #12.
-MAX_NODE_RUNTIME_LINES = 1600
+#: FATAL start-up errors: lifecycle.py) and its query services with limits (services.py) in #12; raised to 1,925 in
+#: #15 by exactly what the optional depth input added (1,598 -> 1,922 lines): its ROS plumbing (depth_input.py, 214:
+#: the depth and CameraInfo subscriptions, depth Image -> NumPy, pairing calls, the 3D fields, diagnostics), the
+#: PointCloud2 builder (point_cloud.py, 77), three parameters (params.py, 21) and 12 lines in node.py. The 3D logic
+#: itself is in cotracker3_core.depth.
+MAX_NODE_RUNTIME_LINES = 1925
 #: Modules allowed over MAX_MODULE_LINES (none).
 SIZE_EXEMPT: set[Path] = set()
 

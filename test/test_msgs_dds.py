@@ -54,6 +54,9 @@ def make_tracks(seed: int, n: int = N_POINTS) -> Tracks:
     msg.visibility = array.array("f", rng.uniform(0, 1, n).astype(np.float32).tobytes())
     msg.confidence = array.array("f", rng.uniform(0, 1, n).astype(np.float32).tobytes())
     msg.visible = array.array("B", (rng.uniform(0, 1, n) > 0.5).astype(np.uint8).tobytes())
+    xyz = rng.uniform(-2, 2, (3, n)).astype(np.float32)
+    xyz[:, np.frombuffer(msg.visible, np.uint8) == 0] = np.nan  # no 3D for hidden points: NaN travels too
+    msg.x3d, msg.y3d, msg.z3d = (array.array("f", v.tobytes()) for v in xyz)
     return msg
 
 
@@ -64,6 +67,9 @@ ARRAY_FIELDS = {
     "visibility": np.float32,
     "confidence": np.float32,
     "visible": np.uint8,
+    "x3d": np.float32,
+    "y3d": np.float32,
+    "z3d": np.float32,
 }
 
 
@@ -151,6 +157,9 @@ def test_interfaces_import_with_documented_fields() -> None:
         "visibility": "sequence<float>",
         "confidence": "sequence<float>",
         "visible": "sequence<uint8>",
+        "x3d": "sequence<float>",  # #15: appended last, so bags recorded before still read (test_eval_bag)
+        "y3d": "sequence<float>",
+        "z3d": "sequence<float>",
     }
     assert AddPoints.Request.get_fields_and_field_types() == {
         "stamp": "builtin_interfaces/Time",

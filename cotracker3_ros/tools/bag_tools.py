@@ -13,7 +13,8 @@ One clip per bag (a rosbag2 folder, MCAP or sqlite3). What `write_clip_bag` puts
 
 Messages are built by the node's conversions and serialised by rclpy (connections: a rosbags typestore of the
 chosen distribution plus ``Tracks.msg``); reading converts images with the node's `message_to_rgb`, so evaluations
-see the node's pixels. A damaged bag is one ValueError naming it (`open_bag`).
+see the node's pixels. A damaged bag is one ValueError naming it (`open_bag`). Ground truth recorded with the
+``Tracks`` of before #15 (no ``x3d/y3d/z3d``) reads as well (`bag_types.deserialize_tracks`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -34,7 +34,6 @@ import yaml
 from cotracker3_msgs.msg import Tracks
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -43,10 +42,12 @@ from cotracker3_core.evaluation.tapvid_datasets import TapVidClip
 from cotracker3_core.streaming import FrameTracks
 
 from ..conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns, tracks_msg_arrays
+from .bag_types import DISTROS, TRACKS_TYPE, deserialize_tracks, make_typestore
 
 __all__ = [
     "BagClip",
     "BagWriteOptions",
+    "deserialize_tracks",
     "find_bags",
     "frame_stamps",
     "make_typestore",
@@ -58,7 +59,6 @@ __all__ = [
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-TRACKS_TYPE = "cotracker3_msgs/msg/Tracks"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
@@ -69,12 +69,6 @@ DEFAULT_FRAME_ID = "camera_optical_frame"
 #: the node's services, and far from the wall clock, so a replayed clip is never mistaken for live data.
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
 
-#: Distribution -> (rosbags typestore, rosbag2 metadata version rosbags writes for it).
-DISTROS: dict[str, tuple[Stores, int]] = {
-    "kilted": (Stores.ROS2_KILTED, 9),
-    "jazzy": (Stores.ROS2_JAZZY, 8),
-    "humble": (Stores.ROS2_HUMBLE, 8),
-}
 STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 #: Raw encodings (sensor_msgs/Image) and compressed formats (sensor_msgs/CompressedImage) the writer offers.
 RAW_ENCODINGS = ("rgb8", "bgr8", "mono8")
@@ -91,34 +85,6 @@ class CliHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action) or ""
-
-
-# --- typestore -------------------------------------------------------------------------------------------
-
-
-def tracks_msg_path() -> Path:
-    """``Tracks.msg`` of the installed ``cotracker3_msgs`` (ament index), else of this working tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        installed = Path(get_package_share_directory("cotracker3_msgs")) / "msg" / "Tracks.msg"
-        if installed.is_file():
-            return installed
-    except Exception:  # not installed through colcon: the source tree has it
-        pass
-    source = Path(__file__).resolve().parents[2] / "msg" / "msg" / "Tracks.msg"
-    if not source.is_file():
-        raise FileNotFoundError("cannot find cotracker3_msgs' Tracks.msg (neither installed nor in the source tree)")
-    return source
-
-
-def make_typestore(distro: str = "kilted") -> Any:
-    """The rosbags typestore of ``distro`` (kilted, jazzy, humble) with ``cotracker3_msgs/msg/Tracks`` added."""
-    if distro not in DISTROS:
-        raise ValueError(f"unknown distribution {distro!r}; known: {', '.join(DISTROS)}")
-    store = get_typestore(DISTROS[distro][0])
-    store.register(get_types_from_msg(tracks_msg_path().read_text(), TRACKS_TYPE))
-    return store
 
 
 # --- writing ------------------------------------------------------------------------------------------------
@@ -457,7 +423,7 @@ def read_clip_bag(
             if connection.topic == topic:
                 raw_images.append(bytes(raw))
             else:
-                gt_messages.append(deserialize_message(bytes(raw), Tracks))
+                gt_messages.append(deserialize_tracks(bytes(raw)))
     if not raw_images:
         raise ValueError(f"{path}: image topic {topic!r} has no messages")
     message_class = CompressedImage if topics[topic] == COMPRESSED_TYPE else Image
