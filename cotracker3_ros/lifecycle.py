@@ -142,8 +142,7 @@ class _Process:
             return EXIT_BUG
         self.signals.interruptible = False  # from here on a signal ends the spin loop below
         self.stage = "spinning"
-        # The start-up objects (torch, rclpy, the model: about 200,000) would be traversed by every full
-        # collection, a pause of about 60 ms here that holds the GIL against the callbacks and the worker.
+        # Spare every full collection the ~200,000 start-up objects (a ~60 ms pause holding the GIL).
         gc.freeze()
         # Two threads: images keep being enqueued while a service waits for the engine lock.
         self.executor = MultiThreadedExecutor(num_threads=2)
