@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from cotracker3_msgs.msg import Tracks
 from cotracker3_msgs.srv import AddPoints, RemovePoints
 from diagnostic_msgs.msg import DiagnosticArray
@@ -28,13 +29,14 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from cotracker3_core.cameras import check_camera_lists
 from cotracker3_core.checkpoint import build_model, save_checkpoint
 from cotracker3_core.session import TrackingSession
 from cotracker3_core.streaming import StreamingTracker
 from cotracker3_ros import diagnostics as diag
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image, time_to_ns, tracks_msg_arrays
 from cotracker3_ros.lifecycle import EXIT_BAD_CONFIG
-from cotracker3_ros.params import PARAMS, stream_config_from_params
+from cotracker3_ros.params import PARAMS, PARAMS_BY_NAME, stream_config_from_params
 from cotracker3_ros.tools.demo import DEMO_ARCH, SyntheticScene
 from cotracker3_ros.tools.node_peer import DdsPeer, NodeProcess, default_node_command
 
@@ -287,3 +289,14 @@ def test_bad_camera_lists_exit_2_with_a_fatal_line(checkpoint: Path, tmp_path: P
         assert process.returncode == EXIT_BAD_CONFIG, (case, out[-3000:])
         assert len(fatal) == 1 and BAD_LISTS[case][1] in fatal[0], (case, out[-3000:])
         assert "Traceback" not in out and "loading CoTracker3" not in out  # refused before the model loads
+
+
+def test_two_cameras_example_file_is_valid() -> None:
+    """config/two_cameras.yaml (docs/ros.md, Several cameras): known parameters, consistent lists."""
+    path = Path(__file__).resolve().parents[1] / "config" / "two_cameras.yaml"
+    params = yaml.safe_load(path.read_text())["/**/tracker_node"]["ros__parameters"]
+    assert set(params) <= set(PARAMS_BY_NAME) and len(params["camera_names"]) == 2
+    check_camera_lists(params["camera_names"], params["camera_topics"], params["depth_topics"],
+                       params["camera_info_topics"])  # fmt: skip
+    with pytest.raises(ValueError, match="duplicate"):
+        check_camera_lists(["a", "a"], ["/x", "/y"])
