@@ -25,7 +25,7 @@ from cotracker3_msgs.msg import Tracks
 from cotracker3_msgs.srv import AddPoints, RemovePoints
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
@@ -71,7 +71,9 @@ class Rig:
                     "OMP_NUM_THREADS": "1"}  # fmt: skip
         topics = [image_topic(c) for c in CAMERAS]
         args = [*base_args(checkpoint), "-p", f"camera_names:=[{','.join(CAMERAS)}]",
-                "-p", f"camera_topics:=[{','.join(topics)}]"]  # fmt: skip
+                "-p", f"camera_topics:=[{','.join(topics)}]",
+                "-p", f"depth_topics:=[{','.join(f'{NS}/{c}/depth' for c in CAMERAS)}]",
+                "-p", f"camera_info_topics:=[{','.join(f'{NS}/{c}/info' for c in CAMERAS)}]"]  # fmt: skip
         for camera, topic in zip(CAMERAS, topics, strict=True):
             outputs = f"{NS}/tracker_node/{camera}/tracks"
             args += ["-p", f"qos_overrides.{topic}.subscription.reliability:=reliable",
@@ -96,6 +98,12 @@ class Rig:
             for srv_type, name in ((Trigger, "reset"), (AddPoints, "add_points"), (RemovePoints, "remove_points")):
                 self.clients[camera, name] = node.create_client(srv_type, f"{NS}/tracker_node/{camera}/{name}")
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.clouds: dict[int, PointCloud2] = {}  # of the front camera
+        self.cloud_sub = node.create_subscription(
+            PointCloud2, f"{NS}/tracker_node/{CAMERAS[0]}/tracks/points", self._keep_cloud, deep
+        )
+        self.depth_pub = node.create_publisher(Image, f"{NS}/{CAMERAS[0]}/depth", reliable)
+        self.info_pub = node.create_publisher(CameraInfo, f"{NS}/{CAMERAS[0]}/info", reliable)
         self.peer.start()
         self.sent = dict.fromkeys(CAMERAS, 0)
         self.scenes = {c: SyntheticScene(H, W, seed=10 + i) for i, c in enumerate(CAMERAS)}
@@ -104,13 +112,19 @@ class Rig:
         assert self.wait(
             lambda: all(self.clients[c, "reset"].service_is_ready() for c in CAMERAS)
             and all(self.pubs[c].get_subscription_count() > 0 for c in CAMERAS)
-            and all(self.subs[c].get_publisher_count() > 0 for c in CAMERAS),
+            and all(self.subs[c].get_publisher_count() > 0 for c in CAMERAS)
+            and self.cloud_sub.get_publisher_count() > 0 and self.depth_pub.get_subscription_count() > 0
+            and self.info_pub.get_subscription_count() > 0,
             90.0,
         ), self.log()[-3000:]
 
     def _keep(self, camera: str, msg: Tracks) -> None:
         with self._lock:
             self.tracks[camera][time_to_ns(msg.header.stamp)] = msg
+
+    def _keep_cloud(self, msg: PointCloud2) -> None:
+        with self._lock:
+            self.clouds[time_to_ns(msg.header.stamp)] = msg
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         with self._lock:
@@ -132,13 +146,22 @@ class Rig:
     def log(self) -> str:
         return self.process.log_path.read_text(errors="replace")
 
-    def send(self, cameras: tuple[str, ...], count: int) -> tuple[list[int], dict[str, list[np.ndarray]]]:
-        """``count`` frames on each camera, interleaved and paced, each frame the same stamp on every camera.
-        Returns the stamps and each camera's frames."""
+    def send(
+        self, cameras: tuple[str, ...], count: int, depth_m: float = 0.0
+    ) -> tuple[list[int], dict[str, list[np.ndarray]]]:
+        """``count`` frames on each camera, interleaved and paced, each frame the same stamp on every camera (and,
+        with ``depth_m``, a flat depth image and CameraInfo of that stamp for the front camera only). Returns the
+        stamps and each camera's frames."""
         stamps, frames = [], {c: [] for c in cameras}
         for _ in range(count):
             self.stamp = max(self.stamp + 33_000_000, time.time_ns())
             header = Header(stamp=ns_to_time(self.stamp), frame_id="camera")
+            if depth_m:
+                self.info_pub.publish(CameraInfo(header=header, width=W, height=H, distortion_model="plumb_bob",
+                                                 k=[100.0, 0.0, 63.5, 0.0, 100.0, 47.5, 0.0, 0.0, 1.0]))  # fmt: skip
+                depth = np.full((H, W), depth_m, np.float32)
+                self.depth_pub.publish(Image(header=header, height=H, width=W, encoding="32FC1", step=4 * W,
+                                             data=depth.tobytes()))  # fmt: skip
             for camera in cameras:
                 rgb = self.scenes[camera].frame(self.index[camera])
                 self.index[camera] += 1
@@ -262,6 +285,23 @@ def test_services_of_one_camera_leave_the_others_alone(rig: Rig) -> None:
     got = rig.results((front, left), more)
     assert set(tracks_msg_arrays(got[front][-1])["ids"]) == set(range(GRID * GRID)) | {100, 101}
     assert set(tracks_msg_arrays(got[left][-1])["ids"]) == set(range(GRID * GRID))
+
+
+def test_depth_of_one_camera_gives_3d_to_that_camera_only(rig: Rig) -> None:
+    front, left = CAMERAS[:2]
+    rig.send((front,), 1, depth_m=1.5)  # the CameraInfo reaches the node before the frames that need it
+    time.sleep(0.3)
+    stamps, _ = rig.send((front, left), 8, depth_m=1.5)
+    got = rig.results((front, left), stamps)
+    assert rig.wait(lambda: all(s in rig.clouds for s in stamps), 30.0), "front: no tracks/points"
+    for msg in got[front]:
+        z = np.asarray(msg.z3d, np.float32)
+        assert len(z) == GRID * GRID and np.isfinite(z).any()
+        np.testing.assert_allclose(z[np.isfinite(z)], 1.5, atol=1e-5)
+    for msg in got[left]:  # the left camera has no depth: its 3D stays NaN
+        assert len(msg.z3d) == GRID * GRID and np.isnan(np.asarray(msg.z3d, np.float32)).all()
+    values = rig.camera_status(front)
+    assert diag.counter(values, "3D: frames with depth (total)") >= 8, values
 
 
 #: Bad camera lists (extra -p arguments) and the FATAL line's message.
