@@ -1,12 +1,12 @@
 """ROS 2 node that tracks points on a camera stream with CoTracker3: a thin shell over
 `cotracker3_core.streaming.StreamingTracker`.
 
-Threads: the executor's callbacks only enqueue images into a bounded drop-oldest queue (`queue_size`);
-one worker thread converts them, runs the engine, publishes the tracks and the diagnostics. Services run
+Threads: the executor's callbacks only enqueue images into a bounded drop-oldest queue (`queue_size`, one per
+camera); one worker thread converts them, runs the engine, publishes the tracks and the diagnostics. Services run
 in their own callback group and take the engine lock, so they wait at most one tracking step.
 
 Several cameras (``camera_names``, ``camera_topics``): each has its own queue, queries, ids and outputs, named
-``<camera>/tracks``, ``~/<camera>/add_points`` ... (docs/ros.md); the names below are those of the single camera.
+``~/<camera>/tracks``, ``~/<camera>/add_points`` ... (docs/ros.md); the names below are those of one camera.
 
 Subscribed: ``image`` (sensor_msgs/Image) or, with ``compressed: true``, ``image/compressed``
 (sensor_msgs/CompressedImage); SensorDataQoS, overridable through ROS QoS overrides
