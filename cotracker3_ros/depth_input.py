@@ -96,10 +96,12 @@ class DepthInput:
         camera_info_topic: the colour camera's CameraInfo; empty: ``camera_info`` beside ``image_topic``.
         image_topic: the resolved colour image topic.
         max_skew_s: largest stamp difference between a colour frame and its depth image.
+        prefix: before the cloud's topic: ``"<camera>/"`` for one of several cameras.
     """
 
     def __init__(
-        self, node: Node, depth_topic: str, camera_info_topic: str, image_topic: str, max_skew_s: float
+        self, node: Node, depth_topic: str, camera_info_topic: str, image_topic: str, max_skew_s: float,
+        prefix: str = "",
     ) -> None:
         self._node = node
         self._max_skew_ns = round(max_skew_s * 1e9)
@@ -115,7 +117,7 @@ class DepthInput:
         )
         info_topic = camera_info_topic or sibling_topic(image_topic, "camera_info")
         self._info_sub = node.create_subscription(CameraInfo, info_topic, self._on_info, qos_profile_sensor_data)
-        self._cloud_pub = node.create_publisher(PointCloud2, POINTS_TOPIC, 10)
+        self._cloud_pub = node.create_publisher(PointCloud2, f"{prefix}{POINTS_TOPIC}", 10)
         self.topics = (
             getattr(self._depth_sub, "topic_name", depth_topic),  # missing from older rclpy releases
             getattr(self._info_sub, "topic_name", info_topic),

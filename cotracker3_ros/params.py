@@ -23,7 +23,8 @@ class ParamSpec:
 
     Args:
         name: parameter name.
-        default: default value; its Python type fixes the ROS type (str, bool, int, float, list[int]).
+        default: default value; its Python type fixes the ROS type (str, bool, int, float, list[int], list[str]:
+            an empty list is a string list left unset).
         description: what it does, shown by ``ros2 param describe``.
         read_only: fixed after start-up (model and device choices); False means tunable live.
         range: inclusive (min, max) for int and float parameters, or None.
@@ -233,6 +234,33 @@ PARAMS: tuple[ParamSpec, ...] = (
         "A colour frame is paired with the depth image of the same stamp, else the nearest one within this many "
         "seconds; a frame without one keeps its 2D tracks (3D NaN).",
         range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "camera_names",
+        [],
+        "Several cameras in one node (one model, each camera its own queries, ids and outputs): their names, "
+        "each the prefix of its topics and services (<camera>/tracks, ~/<camera>/add_points ...). Empty: one "
+        "camera on the remappable image topic, with today's names.",
+        constraints="unique names of letters, digits and _, starting with a letter",
+    ),
+    ParamSpec(
+        "camera_topics",
+        [],
+        "With camera_names: the image topic of each camera, in the same order (with compressed: true, "
+        "<topic>/compressed).",
+        constraints="one per camera name",
+    ),
+    ParamSpec(
+        "depth_topics",
+        [],
+        "With camera_names: the aligned depth image topic of each camera, as depth_topic for one. Empty: no 3D.",
+        constraints="empty, or one per camera name",
+    ),
+    ParamSpec(
+        "camera_info_topics",
+        [],
+        "With depth_topics: the CameraInfo topic of each camera. Empty: camera_info beside each image topic.",
+        constraints="empty, or one per camera name",
     ),
     ParamSpec(
         "num_threads",

@@ -38,6 +38,7 @@ class QueryServices:
         engine_lock: the lock the tracking worker holds while it runs the engine.
         reset: flushes and resets the stream; returns the number of frames the flush emitted.
         mask_grid_size: grid size of add_mask_points when a request says 0; read at each call.
+        prefix: before the service names: ``"<camera>/"`` for one of several cameras (``~/<camera>/reset``).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class QueryServices:
         engine_lock: threading.Lock,
         reset: Callable[[], int],
         mask_grid_size: Callable[[], int],
+        prefix: str = "",
     ) -> None:
         self._node, self._tracker, self._lock = node, tracker, engine_lock
         self._reset, self._mask_grid_size = reset, mask_grid_size
@@ -58,7 +60,7 @@ class QueryServices:
             (RemovePoints, REMOVE_POINTS, self._on_remove_points),
             (Trigger, RESET, self._on_reset),
         ):
-            node.create_service(srv_type, f"~/{name}", handler, qos_profile=qos, callback_group=group)
+            node.create_service(srv_type, f"~/{prefix}{name}", handler, qos_profile=qos, callback_group=group)
 
     def _on_add_points(self, request: AddPoints.Request, response: AddPoints.Response) -> AddPoints.Response:
         try:

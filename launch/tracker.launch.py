@@ -6,7 +6,11 @@
     ros2 launch cotracker3_ros tracker.launch.py untrained:=true arch:='{latent_dim: 32, hidden_size: 64}'
     ros2 launch cotracker3_ros tracker.launch.py camera_topic:=/camera/color/image_raw \
         depth_topic:=/camera/aligned_depth_to_color/image_raw
+    ros2 launch cotracker3_ros tracker.launch.py params_file:=config/two_cameras.yaml
     ros2 launch cotracker3_ros tracker.launch.py --show-args
+
+Several cameras in one node are set in the parameters file (lists ``camera_names``, ``camera_topics``...:
+config/two_cameras.yaml, docs/ros.md, Several cameras); ``camera_topic`` then does not apply.
 
 The arguments, their defaults and meanings are the table `LAUNCH_ARGUMENTS` (docs/ros.md, section Launch).
 

@@ -26,8 +26,12 @@ MAX_MODULE_LINES = 500
 #: #15 by exactly what the optional depth input added (1,598 -> 1,922 lines): its ROS plumbing (depth_input.py, 214:
 #: the depth and CameraInfo subscriptions, depth Image -> NumPy, pairing calls, the 3D fields, diagnostics), the
 #: PointCloud2 builder (point_cloud.py, 77), three parameters (params.py, 21) and 12 lines in node.py. The 3D logic
-#: itself is in cotracker3_core.depth.
-MAX_NODE_RUNTIME_LINES = 1925
+#: itself is in cotracker3_core.depth. Raised to 2,058 in #15 (several cameras) by exactly what that added (1,926 ->
+#: 2,058): camera.py (99: a camera's ROS side, its publishers and counters, and its diagnostics status, about half of
+#: it moved out of node.py, which had reached the 500-line module limit), four list parameters (params.py, 28), and
+#: the per-camera prefixes of services.py and depth_input.py (4) and node.py (1). The per-camera core state, the
+#: list checks and the worker's frame taking are in cotracker3_core.cameras.
+MAX_NODE_RUNTIME_LINES = 2058
 #: Modules allowed over MAX_MODULE_LINES (none).
 SIZE_EXEMPT: set[Path] = set()
 
