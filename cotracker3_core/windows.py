@@ -130,12 +130,13 @@ def track_window(
         query_xy, model.window_len, carry, use_carry if carry is not None else None, extrapolate=motion_init
     )
     iterations = (refine or model.refine)(window, support, init, iters)
-    final = iterations[-1]
-    stride = model.config.stride
-    next_carry = IterationEstimate(
-        final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:]
-    )
-    return iterations, next_carry
+    return iterations, carry_forward(iterations[-1], step, model.config.stride)
+
+
+def carry_forward(final: IterationEstimate, step: int, stride: int) -> IterationEstimate:
+    """The carry a window hands on: its final estimate (coords in model pixels) of frames [step, S), coords
+    divided by `stride` into feature pixels, (B, S - step, N, ...)."""
+    return IterationEstimate(final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:])
 
 
 # -- what a window emits ------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ __all__ = [
     "EmissionPlan",
     "IterationEstimate",
     "MOTION_SPAN",
+    "carry_forward",
     "emission_plan",
     "extrapolate_motion",
     "frames_emitted",
