@@ -2,8 +2,10 @@
 frames it emits.
 
 Every path that slides windows over frames uses these functions: the whole-clip online model
-(`CoTracker3._track_sliding`), the explicit window state of the streaming engine (`online.run_window`), the
-benchmarks' re-encoding baseline and the replay tool's expectation of what the node has published.
+(`CoTracker3._track_sliding`, through `track_window`), the explicit window state of the streaming engine
+(`online.prepare_window` / `finish_window`: `initial_estimates` and `carry_forward` apart, so that several
+streams can share one refinement call), the benchmarks' re-encoding baseline and the replay tool's expectation
+of what the node has published.
 
 Units: `track_window` takes its starting estimates (query positions, carry) in feature pixels (model pixels
 / stride) and returns the refinement's iterations in model pixels (the resized frame the network sees);
