@@ -104,19 +104,27 @@ def measure(model: Any, config: StreamConfig, device: torch.device, cameras: int
     fastest round, `median_ms` the median) and the largest difference between their outputs."""
     streams, inputs, newest = prepared_windows(model, config, cameras, points, video)
     engine = streams[0]
-    times: dict[str, list[float]] = {"refine_batched": [], "refine_each": [], "encode_batched": [], "encode_each": []}
     worst = 0.0
     with engine.inference():
+        paths = {
+            "refine_batched": lambda: refine_batch(model, inputs, config.iters),
+            "refine_each": lambda: [refine_inputs(model, x, config.iters) for x in inputs],
+            "encode_batched": lambda: engine.encode_frames(newest),
+            "encode_each": lambda: [engine.encode_frames([image]) for image in newest],
+        }
+        pairs = [("refine_batched", "refine_each"), ("encode_batched", "encode_each")]
+        times: dict[str, list[float]] = {key: [] for key in paths}
         for rep in range(reps + 1):
-            t_b, batched = timed(device, lambda: refine_batch(model, inputs, config.iters))
-            t_e, each = timed(device, lambda: [refine_inputs(model, x, config.iters) for x in inputs])
-            e_b, _ = timed(device, lambda: engine.encode_frames(newest))
-            e_e, _ = timed(device, lambda: [engine.encode_frames([image]) for image in newest])
-            for got, want in zip(batched, each, strict=True):
+            outputs = {}
+            for pair in pairs:
+                # Each path runs first in every other round: the first call after other work pays for fresh
+                # memory (and caches) the second one reuses.
+                for key in pair if rep % 2 else pair[::-1]:
+                    seconds, outputs[key] = timed(device, paths[key])
+                    if rep:  # the first round warms up
+                        times[key].append(seconds)
+            for got, want in zip(outputs["refine_batched"], outputs["refine_each"], strict=True):
                 worst = max(worst, float((got.coords - want.coords).abs().max()))
-            if rep:  # the first round warms up
-                for key, value in zip(times, (t_b, t_e, e_b, e_e), strict=True):
-                    times[key].append(value)
     # The fastest round: the one least disturbed by other work on a shared host (the median is kept too).
     ms = {key: 1e3 * min(values) for key, values in times.items()}
     median_ms = {key: 1e3 * float(np.median(values)) for key, values in times.items()}
@@ -154,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="queries of the first camera, 10 %% fewer per further camera (default 100)")
     p.add_argument("--resolution", type=int, nargs=2, default=(384, 512), metavar=("H", "W"),
                    help="of the untrained models (default 384 512; lite runs at its own)")
-    p.add_argument("--reps", type=int, default=5, help="measured rounds per row, after one warm-up (default 5)")
+    p.add_argument("--reps", type=int, default=5,
+                   help="measured rounds per row (each path first in every other one), after one warm-up (default 5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="frames from this video (else synthetic)")

@@ -99,7 +99,7 @@ class MultiStreamTracker:
 
     def remove_camera(self, camera: Hashable) -> None:
         """Forget `camera`'s stream (its memory is freed)."""
-        self[camera]
+        self[camera]  # KeyError for an unknown camera, with the known ones
         del self._streams[camera]
 
     def push_many(self, frames: Mapping[Hashable, CameraFrame]) -> dict[Hashable, list[FrameTracks]]:
