@@ -7,7 +7,8 @@ step and iteration count. `MultiStreamTracker.push_many` takes one frame from an
 the frames are checked (all before any is taken), resized to the model resolution and encoded in one
 encoder call, and the cameras whose window became due run in one refinement call of batch B = their number
 (`window_batch.refine_batch`; their query counts are padded to the largest and the padding masked out of
-the virtual tracks' gather, so that it does not change the real tracks). Each camera's outputs are those of
+the virtual tracks' gather, so that it does not change the real tracks; `max_padding` can split them into
+several calls). Each camera's outputs are those of
 its own `StreamingTracker` on the same frames, to float rounding (batched products reorder arithmetic).
 
 Per-camera operations (queries, reset, state) are the camera's `StreamingTracker` itself: ``tracker[camera]``.
@@ -17,6 +18,7 @@ Its own `push` still works, unbatched, on the same state. Only update "window" i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
@@ -41,6 +43,10 @@ class MultiStreamTracker:
         config: stream settings, shared by every camera (update "window").
         cameras: names of the cameras to start with (any hashable: a topic, an index).
         untrained: whether the model's weights are untrained (reported to users).
+        max_padding: most padding tracks per real track in one call; windows whose query counts differ more
+            run in several calls (`window_batch.padding_groups`). inf (default): one call. On a CPU, where a
+            batched refinement gains nothing over one call per camera and padding costs what real tracks cost
+            (docs/benchmarks.md), 0 batches only cameras with equal counts.
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class MultiStreamTracker:
         config: StreamConfig | None = None,
         cameras: Iterable[Hashable] = (),
         untrained: bool = False,
+        max_padding: float = math.inf,
     ) -> None:
         # The settings resolve once, as a single stream resolves them; this stream is never pushed to: it
         # holds the shared settings, device, precision and encoder.
@@ -57,6 +64,9 @@ class MultiStreamTracker:
             raise ValueError("only update 'window' is batched across cameras; use one StreamingTracker per camera")
         self.model = self._shared.model
         self.untrained = untrained
+        if not max_padding >= 0:
+            raise ValueError(f"max_padding must be >= 0, got {max_padding}")
+        self.max_padding = max_padding
         self._refine = torch.compile(self.model.refine, dynamic=False) if self.config.compile else None
         self._streams: dict[Hashable, StreamingTracker] = {}
         for camera in cameras:
@@ -150,9 +160,8 @@ class MultiStreamTracker:
         tracked = [camera for camera in cameras if pending[camera].inputs is not None]
         finals = {}
         if tracked:
-            estimates = refine_batch(
-                self.model, [pending[camera].inputs for camera in tracked], self.config.iters, self._refine
-            )
+            inputs = [pending[camera].inputs for camera in tracked]
+            estimates = refine_batch(self.model, inputs, self.config.iters, self._refine, self.max_padding)
             finals = dict(zip(tracked, estimates, strict=True))
         return {camera: self[camera].end_window(pending[camera], finals.get(camera)) for camera in cameras}
 

@@ -6,12 +6,14 @@ the one output split back. Padding tracks start at feature pixel (0, 0) with zer
 as the attention's zero weights need) and are masked out of the only path between tracks, the virtual tracks'
 gather (`UpdateTransformer.forward`'s `track_mask`): the real tracks' outputs do not depend on them. The
 correlation lookup, the time attention and the heads are per track, the encoder's features per frame.
+Padding costs what real tracks cost; `max_padding` bounds it by splitting the windows into several calls.
 Batched products reorder arithmetic: outputs equal the streams' own calls to float rounding (checked in
 test/test_core_batch.py), not bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -51,20 +53,43 @@ def stack_inputs(
     return features, support, init, mask
 
 
+def padding_groups(counts: Sequence[int], max_padding: float = math.inf) -> list[list[int]]:
+    """Indices of `counts` (query counts of windows) grouped into calls whose padding tracks are at most
+    `max_padding` times their real tracks: largest counts first, each joining the current group while that holds
+    (inf: one group; 0: only equal counts share a call)."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(counts)), key=lambda i: -counts[i]):
+        if groups:
+            group = groups[-1]
+            real = sum(counts[i] for i in group) + counts[index]
+            if counts[group[0]] * (len(group) + 1) - real <= max_padding * real:
+                group.append(index)
+                continue
+        groups.append([index])
+    return groups
+
+
 def refine_batch(
     model: CoTracker3,
     inputs: Sequence[WindowInputs],
     iters: int,
     refine: Callable[..., list[IterationEstimate]] | None = None,
+    max_padding: float = math.inf,
 ) -> list[IterationEstimate]:
     """Each window's final estimate (batch of one, (1, S, N_i, ...), coords in model pixels) from one call of
-    `iters` refinement iterations over all of them; one window runs exactly as `online.refine_inputs` does.
-    `refine` replaces `model.refine` (a compiled one, say)."""
-    if len(inputs) == 1:
-        return [refine_inputs(model, inputs[0], iters, refine)]
-    features, support, init, mask = stack_inputs(inputs)
-    final = (refine or model.refine)(features, support, init, iters, mask)[-1]
-    return [IterationEstimate(*(x[b : b + 1, :, : item.count] for x in final)) for b, item in enumerate(inputs)]
+    `iters` refinement iterations over all of them (over each of `padding_groups(counts, max_padding)`); a
+    window alone runs exactly as `online.refine_inputs` does. `refine` replaces `model.refine` (a compiled
+    one, say)."""
+    out: list[IterationEstimate | None] = [None] * len(inputs)
+    for group in padding_groups([item.count for item in inputs], max_padding):
+        if len(group) == 1:
+            out[group[0]] = refine_inputs(model, inputs[group[0]], iters, refine)
+            continue
+        features, support, init, mask = stack_inputs([inputs[i] for i in group])
+        final = (refine or model.refine)(features, support, init, iters, mask)[-1]
+        for b, i in enumerate(group):
+            out[i] = IterationEstimate(*(x[b : b + 1, :, : inputs[i].count] for x in final))
+    return out
 
 
-__all__ = ["refine_batch", "stack_inputs"]
+__all__ = ["padding_groups", "refine_batch", "stack_inputs"]

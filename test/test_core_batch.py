@@ -11,6 +11,7 @@ not; they are compared over their first window only, where the rounding has not 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -32,6 +33,7 @@ from cotracker3_core.frames import StampOrderError
 from cotracker3_core.model import CoTracker3
 from cotracker3_core.multi_stream import MultiStreamTracker
 from cotracker3_core.streaming import FrameTracks, StreamConfig, StreamingTracker
+from cotracker3_core.window_batch import padding_groups
 from cotracker3_core.windows import initial_estimates
 from training.data.photos import load_photos
 
@@ -94,8 +96,10 @@ def reference_run(model, config: StreamConfig, camera: Camera) -> list[FrameTrac
     return out + stream.flush()
 
 
-def batched_run(model, config: StreamConfig, cameras: list[Camera]) -> dict[int, list[FrameTracks]]:
-    tracker = MultiStreamTracker(model, config, cameras=range(len(cameras)))
+def batched_run(
+    model, config: StreamConfig, cameras: list[Camera], max_padding: float = math.inf
+) -> dict[int, list[FrameTracks]]:
+    tracker = MultiStreamTracker(model, config, cameras=range(len(cameras)), max_padding=max_padding)
     out: dict[int, list[FrameTracks]] = {k: [] for k in range(len(cameras))}
     end = max(c.start + len(c.frames) for c in cameras)
     for t in range(end):
@@ -167,9 +171,11 @@ def test_each_camera_equals_its_own_stream(lite, count):
     assert max(encoded) == count and sum(encoded) == 30 * count
 
 
-def test_untrained_model_over_its_first_window():
-    """Four cameras whose first windows fall due together: one call of B = 4 with 1 to 8 queries padded to 8;
-    every later window's frames, ids and flags, and the first window's values (see the module docstring)."""
+@pytest.mark.parametrize(("max_padding", "first_calls"), [(math.inf, [4]), (0.4, [2, 2]), (0.0, [1, 1, 2])])
+def test_untrained_model_over_its_first_window(max_padding, first_calls):
+    """Four cameras whose first windows fall due together, with 5, 8, 5 and 13 queries then: one call of B = 4
+    padded to 13, or as many calls as `max_padding` asks (0: the two cameras with 5 share one); every later
+    window's frames, ids and flags, and the first window's values (see the module docstring)."""
     model = tiny_model()
     config = StreamConfig(model_resolution=RES, step=4, iters=3, device="cpu")
     cameras = [Camera(k, 24) for k in range(4)]
@@ -177,8 +183,8 @@ def test_untrained_model_over_its_first_window():
     for c in cameras:
         c.start = 0
     with batch_sizes(model) as (refined, _):
-        batched = batched_run(model, config, cameras)
-    assert refined[0] == 4
+        batched = batched_run(model, config, cameras, max_padding)
+    assert refined[: 3 * len(first_calls) : 3] == first_calls  # 3 iterations per call
     for k in range(4):
         assert_same_tracks(batched[k], references[k], first_window=model.window_len)
 
@@ -277,3 +283,11 @@ def test_clips_evaluated_together_score_as_one_by_one(lite):
     for got, want in zip(batched, singles, strict=True):
         assert np.abs(got.tracks - want.tracks).max() <= COORD_TOL
         assert (got.visible == want.visible).mean() > 0.99
+
+
+def test_padding_groups_bound_the_padding():
+    assert padding_groups([100, 90, 80, 70]) == [[0, 1, 2, 3]]
+    assert padding_groups([100, 90, 80, 70], 0.1) == [[0, 1], [2, 3]]  # 10 / 190 and 10 / 150 padded
+    assert padding_groups([5, 8, 5], 0.0) == [[1], [0, 2]]
+    with pytest.raises(ValueError, match="max_padding"):
+        MultiStreamTracker(tiny_model(), StreamConfig(model_resolution=RES, device="cpu"), max_padding=-1)
