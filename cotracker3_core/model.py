@@ -130,6 +130,7 @@ class CoTracker3(nn.Module):
         support: list[Tensor],
         start: IterationEstimate,
         iters: int,
+        track_mask: Tensor | None = None,
     ) -> list[IterationEstimate]:
         """Iteratively update the tracks of one window.
 
@@ -138,6 +139,8 @@ class CoTracker3(nn.Module):
             support: per level (B, N, K, C) query supports.
             start: initial (B, S, N, 2) coords in feature pixels and (B, S, N) logits.
             iters: refinement iterations.
+            track_mask: (B, N) bool, the real tracks when batch elements are padded to a common N (None: all
+                real); see `UpdateTransformer.forward`. Padding tracks need finite inputs.
         Returns:
             one estimate per iteration, coords in pixels of the model input.
         """
@@ -156,7 +159,7 @@ class CoTracker3(nn.Module):
         for _ in range(iters):
             coords = coords.detach()
             tokens = self.transformer_input(pyramid, support, IterationEstimate(coords, vis, conf), time_embedding)
-            delta = self.updates(tokens).to(coords.dtype)  # (B, S, N, 4)
+            delta = self.updates(tokens, track_mask=track_mask).to(coords.dtype)  # (B, S, N, 4)
             coords = coords + delta[..., :2]
             vis = vis + delta[..., 2]
             conf = conf + delta[..., 3]
@@ -184,10 +187,11 @@ class CoTracker3(nn.Module):
         tokens = torch.cat([vis[..., None], conf[..., None], corr.to(vis.dtype), motion], dim=-1)
         return tokens + time_embedding[:, :, None]
 
-    def updates(self, tokens: Tensor, last: int = 0) -> Tensor:
+    def updates(self, tokens: Tensor, last: int = 0, track_mask: Tensor | None = None) -> Tensor:
         """(B, S, N, D) tokens -> (B, S, N, 4) updates [dx, dy (feature pixels), dvis, dconf (logits)]; with
-        `last` > 0 only those of the last `last` frames, (B, last, N, 4) (see `UpdateTransformer.forward`)."""
-        return self.transformer(tokens.transpose(1, 2), last).transpose(1, 2)
+        `last` > 0 only those of the last `last` frames, (B, last, N, 4); `track_mask` (B, N) bool: the real
+        tracks (see `UpdateTransformer.forward`)."""
+        return self.transformer(tokens.transpose(1, 2), last, track_mask).transpose(1, 2)
 
     # -- whole clips ----------------------------------------------------------------------------------
 

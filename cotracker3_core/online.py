@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .correlation import WindowFeatures
 from .model import CoTracker3
-from .windows import IterationEstimate, track_window
+from .windows import IterationEstimate, carry_forward, initial_estimates
 
 
 @dataclass
@@ -155,29 +155,34 @@ def skip_window(state: WindowState, window_len: int, step: int) -> tuple[int, in
     return _advance(state, window_len, step)
 
 
-def run_window(
-    model: CoTracker3,
-    state: WindowState,
-    step: int,
-    iters: int,
-    motion_init: bool = False,
-    refine: Callable[..., list[IterationEstimate]] | None = None,
-) -> tuple[int, int, IterationEstimate]:
-    """Track the window starting at `state.next_start` over the frames cached so far (`track_window` on the
-    explicit state), then slide the state to the next window.
+@dataclass
+class WindowInputs:
+    """What `CoTracker3.refine` takes for the window at `start`, batch of one stream.
+
+    start: the window's first frame index; available: how many real frames it holds (the rest repeat the last);
+    features: its `window_len` frames; support: per level (B, N, K, C) query supports, zero for queries not
+    started yet; init: the starting estimate (B, S, N, ...) in feature pixels and logits.
+    """
+
+    start: int
+    available: int
+    features: WindowFeatures
+    support: list[Tensor]
+    init: IterationEstimate
+
+    @property
+    def count(self) -> int:
+        """N, the queries tracked."""
+        return self.init.coords.shape[2]
+
+
+def prepare_window(model: CoTracker3, state: WindowState, step: int, motion_init: bool = False) -> WindowInputs:
+    """The inputs of the window starting at `state.next_start`, over the frames cached so far; the state is
+    not slid yet (`finish_window` does, given the refinement's output).
 
     A window short of frames (the end of a stream) repeats its last frame, as the official predictor pads
     the final chunk. Queries whose frame lies in the window get their support sampled now; queries whose
     frame lies beyond it take part with a zero support, as in the reference model.
-
-    Args:
-        motion_init: start the window's new frames from the carried tracks' recent motion (constant
-            velocity) instead of their last position; off as trained.
-        refine: replacement for `model.refine` with the same signature (a compiled one, say).
-
-    Returns:
-        (start, frames, estimate): the window's first frame index, how many real frames it held, and the
-        final estimate trimmed to them (coords in model pixels, logits).
     """
     s = model.window_len
     start = state.next_start
@@ -191,22 +196,60 @@ def run_window(
     if q.count:
         _sample_new_supports(model, q, window.levels(), start, available)
     started = q.sampled[:, :, None, None]
-    iterations, state.carry = track_window(
-        model,
-        window,
-        [sup * started for sup in q.support],
-        q.xy,
-        state.carry,
-        q.carried & (q.frames < start + s - step),
-        step,
-        iters,
-        motion_init=motion_init,
-        refine=refine,
+    use_carry = q.carried & (q.frames < start + s - step)
+    init = initial_estimates(
+        q.xy, s, state.carry, use_carry if state.carry is not None else None, extrapolate=motion_init
     )
-    q.carried = torch.ones_like(q.carried)
-    _advance(state, s, step)
-    trimmed = IterationEstimate(*(x[:, :available] for x in iterations[-1]))
-    return start, available, trimmed
+    return WindowInputs(start, available, window, [sup * started for sup in q.support], init)
+
+
+def refine_inputs(
+    model: CoTracker3,
+    inputs: WindowInputs,
+    iters: int,
+    refine: Callable[..., list[IterationEstimate]] | None = None,
+) -> IterationEstimate:
+    """The final estimate (coords in model pixels) of `iters` refinement iterations of one window's inputs;
+    `refine` replaces `model.refine` (a compiled one, say)."""
+    return (refine or model.refine)(inputs.features, inputs.support, inputs.init, iters)[-1]
+
+
+def finish_window(
+    model: CoTracker3, state: WindowState, inputs: WindowInputs, final: IterationEstimate, step: int
+) -> IterationEstimate:
+    """Take the window's final estimate (model pixels, (B, S, N, ...)) into the state: the carry for the next
+    window, every query now carried, the state slid by `step`. Returns the estimate trimmed to the real
+    frames."""
+    state.carry = carry_forward(final, step, model.config.stride)
+    state.queries.carried = torch.ones_like(state.queries.carried)
+    _advance(state, model.window_len, step)
+    return IterationEstimate(*(x[:, : inputs.available] for x in final))
+
+
+def run_window(
+    model: CoTracker3,
+    state: WindowState,
+    step: int,
+    iters: int,
+    motion_init: bool = False,
+    refine: Callable[..., list[IterationEstimate]] | None = None,
+) -> tuple[int, int, IterationEstimate]:
+    """Track the window starting at `state.next_start` over the frames cached so far, then slide the state to
+    the next window: `prepare_window` -> `refine_inputs` -> `finish_window` (the schedule of `track_window`
+    on the explicit state, in stages so that several streams' windows can share one refinement call).
+
+    Args:
+        motion_init: start the window's new frames from the carried tracks' recent motion (constant
+            velocity) instead of their last position; off as trained.
+        refine: replacement for `model.refine` with the same signature (a compiled one, say).
+
+    Returns:
+        (start, frames, estimate): the window's first frame index, how many real frames it held, and the
+        final estimate trimmed to them (coords in model pixels, logits).
+    """
+    inputs = prepare_window(model, state, step, motion_init)
+    final = refine_inputs(model, inputs, iters, refine)
+    return inputs.start, inputs.available, finish_window(model, state, inputs, final, step)
 
 
 def _sample_new_supports(model: CoTracker3, q: QueryState, pyramid: list[Tensor], start: int, available: int) -> None:

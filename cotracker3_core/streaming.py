@@ -23,17 +23,21 @@ import torch
 
 from .checkpoint import build_model
 from .correlation import WindowFeatures
+from .frame_tracks import FrameTracks, empty_tracks, tracks_from_estimate
 from .frames import FrameSizeError, StampOrderError, check_frame, frame_to_tensor, pixel_scale
 from .model import CoTracker3
 from .newest import NewestCache, add_newest_queries, adopt_window, answer_newest, empty_cache, keep_newest_frames
 from .newest import refine_newest as _refine_newest
 from .online import (
+    WindowInputs,
     WindowState,
     add_frame_features,
     append_queries,
     empty_queries,
+    finish_window,
     keep_queries,
-    run_window,
+    prepare_window,
+    refine_inputs,
     skip_window,
     window_ready,
 )
@@ -50,6 +54,7 @@ __all__ = [
     "FrameSizeError",
     "FrameTracks",
     "NotInWindowError",
+    "PendingWindow",
     "QueryLimitError",
     "StampOrderError",
     "StreamConfig",
@@ -70,27 +75,6 @@ NOT_IN_WINDOW = "not a frame in the window"
 
 class NotInWindowError(ValueError):
     """A query names a frame that is not in the window (not received yet, or already left it)."""
-
-
-@dataclass
-class FrameTracks:
-    """The tracks of one frame.
-
-    stamp: the frame's timestamp; frame_index: frames since the start or the last reset;
-    refined: True when these values re-estimate a frame already emitted;
-    ids: (N,) int64 query ids; xy: (N, 2) float32 input-image pixels (x right, y down);
-    visibility, confidence: (N,) float32 in [0, 1]; visible: (N,) bool. A point whose estimate is not finite
-    (NaN/inf: a broken model) has visibility = confidence = 0, visible False and a NaN xy.
-    """
-
-    stamp: int
-    frame_index: int
-    refined: bool
-    ids: np.ndarray
-    xy: np.ndarray
-    visibility: np.ndarray
-    confidence: np.ndarray
-    visible: np.ndarray
 
 
 @dataclass
@@ -136,6 +120,27 @@ class StreamState:
         """Drop the stamps of frames that left the window."""
         for index in [i for i in self.stamps if i < self.window.next_start]:
             del self.stamps[index]
+
+
+@dataclass
+class PendingWindow:
+    """A window taken off a stream by `StreamingTracker.begin_window`, waiting for its refinement.
+
+    start, available: its first frame index and real frames; step: the slide; done: the emission counter
+    (frames emitted before); reestimate: update "newest"'s re-estimate step, 0 in window mode; inputs: the
+    refinement's inputs (None: no queries, the window was skipped); ids, query_frames: (N,) the queries' ids
+    and frame indices at the window; held: a re-estimate's frames (the per-frame cache adopts its output).
+    """
+
+    start: int
+    available: int
+    step: int
+    done: int
+    reestimate: int
+    inputs: WindowInputs | None
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    query_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    held: list[WindowFeatures] = field(default_factory=list)
 
 
 class StreamingTracker:
@@ -245,30 +250,20 @@ class StreamingTracker:
             ValueError: bad array, non-increasing stamp, or a size other than the stream's; the state is
                 left untouched (call `reset()` to start a new stream).
         """
-        image = check_frame(frame, self.frame_size)
-        stamp = int(stamp)
-        state = self._state
-        if state.last_stamp is not None and stamp <= state.last_stamp:
-            raise StampOrderError(stamp, state.last_stamp)
-        with self._inference():
+        image, stamp = self.check_push(frame, stamp)
+        with self.inference():
             pyramid = self._encode(image)
-        if state.frame_size is None:
-            state.frame_size = tuple(image.shape[:2])
-        index = add_frame_features(state.window, pyramid)
-        state.stamps[index] = stamp
-        state.last_stamp = stamp
+        index = self.add_frame(image, stamp, pyramid)
         if self.config.update == "newest":
             return self._push_newest(index)
-        if window_ready(state.window, self.model.window_len):
+        if self.window_due:
             return self._step()
         return []
 
     def flush(self) -> list[FrameTracks]:
         """Track the last partial window (padded with the final frame) and emit what it holds (update "newest":
         nothing, every frame was answered on its push)."""
-        if self._state.window.frames_seen <= self._state.emitted_until or self.config.update == "newest":
-            return []
-        return self._step()
+        return self._step() if self.flush_due else []
 
     # -- queries -------------------------------------------------------------------------------------
 
@@ -309,7 +304,7 @@ class StreamingTracker:
         # All checks passed; append_queries changes the window state only once every new tensor exists, so an
         # allocation failure leaves the tracker as it was.
         if self.config.update == "newest":
-            with self._inference():
+            with self.inference():
                 state.newest = add_newest_queries(
                     self.model, state.window, state.newest, frames.to(self.device), feat_xy[None].to(self.device)
                 )
@@ -346,6 +341,95 @@ class StreamingTracker:
         state.newest = newest
         state.ids = [state.ids[i] for i in keep]
 
+    # -- the stages of a push (for batching several streams: cotracker3_core.multi_stream) -------------
+
+    def check_push(self, frame: np.ndarray, stamp: int) -> tuple[np.ndarray, int]:
+        """The checked (H, W, 3) image and int stamp of a push; raises as `push` does, changing nothing."""
+        image = check_frame(frame, self.frame_size)
+        stamp = int(stamp)
+        if self._state.last_stamp is not None and stamp <= self._state.last_stamp:
+            raise StampOrderError(stamp, self._state.last_stamp)
+        return image, stamp
+
+    def encode_frames(self, images: Sequence[np.ndarray]) -> list[list[torch.Tensor]]:
+        """Checked images (any sizes) -> each one's pyramid, per level (1, C, H_l, W_l), from one encoder call
+        on the images resized to the model resolution. Call under `inference()`."""
+        x = torch.cat([frame_to_tensor(image, (self._model_h, self._model_w), self.device) for image in images])
+        # Kept in the compute dtype: under bf16/fp16 autocast the lookups run in it anyway, at half the memory.
+        pyramid = self.model.pyramid(self.model.encode(x))  # per level (B, C, h, w)
+        return [[level[k : k + 1] for level in pyramid] for k in range(len(images))]
+
+    def add_frame(self, image: np.ndarray, stamp: int, pyramid: list[torch.Tensor]) -> int:
+        """Take a checked frame's pyramid (from `encode_frames`) into the window; returns its frame index."""
+        state = self._state
+        if state.frame_size is None:
+            state.frame_size = tuple(image.shape[:2])
+        index = add_frame_features(state.window, pyramid)
+        state.stamps[index] = stamp
+        state.last_stamp = stamp
+        return index
+
+    @property
+    def window_due(self) -> bool:
+        """Whether the next window holds all of its frames (window mode then runs it: `push` does)."""
+        return window_ready(self._state.window, self.model.window_len)
+
+    @property
+    def flush_due(self) -> bool:
+        """Whether `flush` has frames to emit."""
+        return self._state.window.frames_seen > self._state.emitted_until and self.config.update != "newest"
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Inference mode, under the configured precision's autocast."""
+        dtype = PRECISIONS[self.config.precision]
+        with torch.inference_mode():
+            if dtype is None:
+                yield
+            else:
+                with torch.autocast(self.device.type, dtype=dtype):
+                    yield
+
+    def begin_window(self, reestimate: int = 0) -> PendingWindow:
+        """Take the next window's inputs off the state (or, without queries, slide past it). `reestimate`:
+        update "newest"'s periodic re-estimate with that step, on its own emission counter. Call under
+        `inference()`; finish with `end_window` before anything else changes the stream."""
+        state = self._state
+        window = state.window
+        step = reestimate or self.step
+        done = state.reestimated_until if reestimate else state.emitted_until
+        if not window.queries.count:
+            # Nothing to track: slide the window without running the model (the engine idles).
+            start, available = skip_window(window, self.model.window_len, step)
+            return PendingWindow(start, available, step, done, reestimate, None)
+        query_frames = window.queries.frames[0].cpu().numpy()
+        ids = np.asarray(state.ids, dtype=np.int64)
+        held = [window.features[i] for i in sorted(window.features)] if reestimate else []
+        inputs = prepare_window(self.model, window, step, self.config.motion_init)
+        return PendingWindow(inputs.start, inputs.available, step, done, reestimate, inputs, ids, query_frames, held)
+
+    def end_window(self, pending: PendingWindow, final: IterationEstimate | None) -> list[FrameTracks]:
+        """Consume a window's final refinement estimate ((1, S, N, ...), model pixels; None for a skipped
+        window): the carry, the slide, the emitted tracks. A skipped window emits empty tracks for the frames
+        that became due, so that consumers still see every frame; every frame a re-estimate emits was answered
+        already, so refined. Call under `inference()`."""
+        state = self._state
+        if pending.inputs is None:
+            plan = emission_plan(pending.start, pending.available, pending.done, pending.step)
+            out = [] if pending.reestimate else [self._empty_tracks(i) for i in plan.new]
+        else:
+            estimate = finish_window(self.model, state.window, pending.inputs, final, pending.step)
+            if pending.reestimate:
+                state.newest = adopt_window(self.model, state.newest, WindowFeatures.cat(pending.held), estimate)
+            plan = emission_plan(pending.start, pending.available, pending.done, pending.step)
+            out = self._emit(pending.start, plan.frames, estimate, pending.ids, pending.query_frames)
+        if pending.reestimate:
+            state.reestimated_until = max(pending.done, plan.new.stop)
+        else:
+            state.emitted_until = max(state.emitted_until, plan.new.stop)
+        state.forget_stamps()
+        return out
+
     # -- internals -----------------------------------------------------------------------------------
 
     @property
@@ -357,20 +441,7 @@ class StreamingTracker:
         return self.model.config.model_resolution[1]
 
     def _encode(self, image: np.ndarray) -> list[torch.Tensor]:
-        x = frame_to_tensor(image, (self._model_h, self._model_w), self.device)
-        # Kept in the compute dtype: under bf16/fp16 autocast the lookups run in it anyway, at half the memory.
-        features = self.model.encode(x)  # (1, C, h, w)
-        return self.model.pyramid(features)
-
-    @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        dtype = PRECISIONS[self.config.precision]
-        with torch.inference_mode():
-            if dtype is None:
-                yield
-            else:
-                with torch.autocast(self.device.type, dtype=dtype):
-                    yield
+        return self.encode_frames([image])[0]
 
     def _frame_for_stamp(self, stamp: int | None) -> int:
         if stamp is None or int(stamp) == 0:
@@ -390,7 +461,7 @@ class StreamingTracker:
         keep_newest_frames(state.window, self.model.window_len)
         if state.window.queries.count:
             query_frames = state.window.queries.frames[0].cpu().numpy()
-            with self._inference():
+            with self.inference():
                 state.newest, estimate = answer_newest(
                     self.model, state.newest, state.window.features[index], self.config.newest_iters,
                     self._newest_step,
@@ -405,77 +476,25 @@ class StreamingTracker:
         return out
 
     def _step(self, reestimate: int = 0) -> list[FrameTracks]:
-        """Run (or skip) the next window. `reestimate`: update "newest"'s periodic re-estimate with that step,
-        scheduled on its own counter exactly as window mode; every frame it emits was answered, so refined."""
-        state = self._state
-        window = state.window
-        step = reestimate or self.step
-        done = state.reestimated_until if reestimate else state.emitted_until
-        if not window.queries.count:
-            # Nothing to track: slide the window without running the model (the engine idles) and emit
-            # empty tracks for the frames that became due, so that consumers still see every frame.
-            start, available = skip_window(window, self.model.window_len, step)
-            plan = emission_plan(start, available, done, step)
-            out = [] if reestimate else [self._empty_tracks(i) for i in plan.new]
-        else:
-            frames_of_queries = window.queries.frames[0].cpu().numpy()
-            ids = np.asarray(state.ids, dtype=np.int64)
-            held = [window.features[i] for i in sorted(window.features)] if reestimate else []
-            with self._inference():
-                start, available, estimate = run_window(
-                    self.model, window, step, self.config.iters, self.config.motion_init, self._refine
-                )
-                if reestimate:
-                    state.newest = adopt_window(self.model, state.newest, WindowFeatures.cat(held), estimate)
-            plan = emission_plan(start, available, done, step)
-            out = self._emit(start, plan.frames, estimate, ids, frames_of_queries)
-        if reestimate:
-            state.reestimated_until = max(done, plan.new.stop)
-        else:
-            state.emitted_until = max(state.emitted_until, plan.new.stop)
-        state.forget_stamps()
-        return out
+        """Run (or skip) the next window: `begin_window` -> the refinement -> `end_window`."""
+        with self.inference():
+            pending = self.begin_window(reestimate)
+            final = None
+            if pending.inputs is not None:
+                final = refine_inputs(self.model, pending.inputs, self.config.iters, self._refine)
+            return self.end_window(pending, final)
 
     def _emit(
         self, start: int, frames: range, estimate: IterationEstimate, ids: np.ndarray, query_frames: np.ndarray
     ) -> list[FrameTracks]:
         """FrameTracks of `frames` (absolute indices) from the window at `start`; estimate in model pixels."""
         state = self._state
-        scale = pixel_scale((self._model_h, self._model_w), state.frame_size).astype(np.float32)
-        coords = estimate.coords[0].float().cpu().numpy() * scale  # (F, N, 2) input-image pixels
-        vis = estimate.vis_logits[0].float().sigmoid().cpu().numpy()
-        conf = estimate.conf_logits[0].float().sigmoid().cpu().numpy()
-        finite = np.isfinite(coords).all(-1) & np.isfinite(vis) & np.isfinite(conf)  # (F, N)
-        out = []
-        for index in frames:
-            k = index - start
-            active = query_frames <= index
-            ok = finite[k][active]
-            self.nonfinite_frames += int(not ok.all())
-            v, c = np.where(ok, vis[k][active], 0.0), np.where(ok, conf[k][active], 0.0)  # NaN -> not visible
-            out.append(
-                FrameTracks(
-                    stamp=state.stamps[index],
-                    frame_index=index,
-                    refined=index < state.emitted_until,
-                    ids=ids[active],
-                    xy=coords[k][active].astype(np.float32),
-                    visibility=v.astype(np.float32),
-                    confidence=c.astype(np.float32),
-                    visible=(v * c) > self._threshold,
-                )
-            )
+        scale = pixel_scale((self._model_h, self._model_w), state.frame_size)
+        out, nonfinite = tracks_from_estimate(
+            estimate, start, frames, ids, query_frames, state.stamps, state.emitted_until, scale, self._threshold
+        )
+        self.nonfinite_frames += nonfinite
         return out
 
     def _empty_tracks(self, index: int) -> FrameTracks:
-        empty = np.zeros(0, dtype=np.float32)
-        return FrameTracks(
-            stamp=self._state.stamps[index],
-            frame_index=index,
-            refined=False,
-            ids=np.zeros(0, dtype=np.int64),
-            xy=np.zeros((0, 2), dtype=np.float32),
-            visibility=empty,
-            confidence=empty.copy(),
-            visible=np.zeros(0, dtype=bool),
-        )
+        return empty_tracks(self._state.stamps[index], index)

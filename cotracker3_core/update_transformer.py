@@ -55,10 +55,17 @@ class UpdateTransformer(nn.Module):
         self.flow_head = nn.Linear(hidden_size, 2)
         self.vis_conf_head = nn.Linear(hidden_size, 2)
 
-    def forward(self, tokens: Tensor, last: int = 0) -> Tensor:
+    def forward(self, tokens: Tensor, last: int = 0, track_mask: Tensor | None = None) -> Tensor:
         """(B, N, S, input_dim) tokens -> (B, N, S, 4) updates [dx, dy, dvis, dconf]; with `last` > 0 only the
         last `last` frames' updates, (B, N, last, 4): the final layer then computes only those frames (they
-        still attend over the whole window), the earlier layers everything."""
+        still attend over the whole window), the earlier layers everything.
+
+        track_mask: (B, N) bool, the real tracks (None: all). The virtual tracks are the only path between
+        tracks (time attention stays within a track; the real tracks only read from the virtual ones), so
+        masking the tracks out of the virtual tracks' gather makes the real tracks' updates independent of the
+        others: padding tracks that fill a batch element up to a common N (several streams in one call) do not
+        change the real tracks' outputs. Their own outputs are meaningless.
+        """
         b, n, s, d = tokens.shape
         points = self.input_proj(tokens.reshape(b * n * s, d)).view(b, n, s, -1)  # (B, N, S, C), one 2-D product
         v, c = self.virtual_tracks.shape[1], points.shape[-1]
@@ -79,7 +86,8 @@ class UpdateTransformer(nn.Module):
             if self.space_every and i % self.space_every == 0:
                 per_frame = x.transpose(1, 2).reshape(b * s, n + v, c)  # (B*S, N+V, C)
                 points, virtual = per_frame[:, :n], per_frame[:, n:]
-                virtual = self.virtual_gather[space_layer](virtual, points)
+                mask = None if track_mask is None else track_mask.repeat_interleave(s, dim=0)  # (B*S, N)
+                virtual = self.virtual_gather[space_layer](virtual, points, mask)
                 virtual = self.virtual_self[space_layer](virtual)
                 points = self.track_scatter[space_layer](points, virtual)
                 x = torch.cat([points, virtual], dim=1).view(b, s, n + v, c).transpose(1, 2)

@@ -2,8 +2,10 @@
 frames it emits.
 
 Every path that slides windows over frames uses these functions: the whole-clip online model
-(`CoTracker3._track_sliding`), the explicit window state of the streaming engine (`online.run_window`), the
-benchmarks' re-encoding baseline and the replay tool's expectation of what the node has published.
+(`CoTracker3._track_sliding`, through `track_window`), the explicit window state of the streaming engine
+(`online.prepare_window` / `finish_window`: `initial_estimates` and `carry_forward` apart, so that several
+streams can share one refinement call), the benchmarks' re-encoding baseline and the replay tool's expectation
+of what the node has published.
 
 Units: `track_window` takes its starting estimates (query positions, carry) in feature pixels (model pixels
 / stride) and returns the refinement's iterations in model pixels (the resized frame the network sees);
@@ -130,12 +132,13 @@ def track_window(
         query_xy, model.window_len, carry, use_carry if carry is not None else None, extrapolate=motion_init
     )
     iterations = (refine or model.refine)(window, support, init, iters)
-    final = iterations[-1]
-    stride = model.config.stride
-    next_carry = IterationEstimate(
-        final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:]
-    )
-    return iterations, next_carry
+    return iterations, carry_forward(iterations[-1], step, model.config.stride)
+
+
+def carry_forward(final: IterationEstimate, step: int, stride: int) -> IterationEstimate:
+    """The carry a window hands on: its final estimate (coords in model pixels) of frames [step, S), coords
+    divided by `stride` into feature pixels, (B, S - step, N, ...)."""
+    return IterationEstimate(final.coords[:, step:] / stride, final.vis_logits[:, step:], final.conf_logits[:, step:])
 
 
 # -- what a window emits ------------------------------------------------------------------------------
@@ -184,6 +187,7 @@ __all__ = [
     "EmissionPlan",
     "IterationEstimate",
     "MOTION_SPAN",
+    "carry_forward",
     "emission_plan",
     "extrapolate_motion",
     "frames_emitted",

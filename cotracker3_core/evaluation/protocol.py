@@ -11,6 +11,9 @@
 3. **Scores** (``score``): ``compute_tapvid_metrics`` in "first" mode in the 256x256 raster (AJ, delta_avg,
    OA), plus the median error in input px of the points visible in both truth and prediction.
 
+Several clips can run at once, one camera each of a ``MultiStreamTracker`` (``track_streaming_batch``,
+``evaluate_batch``): the same protocol, the due windows batched into one model call.
+
 Baselines on the same clips: ``cotracker3_core.evaluation.baselines``.
 """
 
@@ -50,6 +53,8 @@ class Prediction:
 
 
 Tracker = Callable[[TapVidClip, TapVidQueries], Prediction]
+#: Tracks several clips at once (`track_streaming_batch`): one prediction per clip, in order.
+BatchTracker = Callable[[Sequence[TapVidClip], Sequence[TapVidQueries]], list[Prediction]]
 
 
 def read_frames(path: str | Path, max_side: int | None = 640, max_frames: int | None = None) -> list[np.ndarray]:
@@ -103,43 +108,83 @@ def first_queries(clip: TapVidClip) -> TapVidQueries:
     return clip.make_queries("first", size_hw=None)
 
 
+class _ClipTracks:
+    """One clip's prediction being filled from emitted `FrameTracks` (each frame's first emission)."""
+
+    def __init__(self, clip: TapVidClip, queries: TapVidQueries) -> None:
+        self.query_frame = queries.query_points[:, 0].astype(int)
+        self.query_xy = queries.query_points[:, [2, 1]]
+        self.tracks = np.zeros((queries.num_queries, clip.num_frames, 2))
+        self.tracks[:] = self.query_xy[:, None]  # frames without an answer: at the query, occluded
+        self.visible = np.zeros((queries.num_queries, clip.num_frames), bool)
+        self.column: dict[int, int] = {}  # tracker id -> query row
+        self.first: set[int] = set()
+
+    def take(self, emitted) -> None:  # noqa: ANN001
+        for ft in emitted:
+            if ft.refined or ft.frame_index in self.first:
+                continue
+            self.first.add(ft.frame_index)
+            for i, track_id in enumerate(ft.ids.tolist()):
+                row = self.column.get(track_id)
+                if row is not None:
+                    self.tracks[row, ft.frame_index] = ft.xy[i]
+                    self.visible[row, ft.frame_index] = ft.visible[i]
+
+    def add_queries(self, stream, t: int, stamp: int) -> None:  # noqa: ANN001
+        """Add the queries of frame `t` to `stream` (a `StreamingTracker`), right after its push."""
+        rows = np.flatnonzero(self.query_frame == t)
+        if rows.size:
+            ids = stream.add_queries(self.query_xy[rows], stamp=stamp)
+            self.column.update(zip(ids, rows.tolist(), strict=True))
+
+    def prediction(self, seconds: float) -> Prediction:
+        # The query frame itself is the query (TAP-Vid "first" mode does not score it).
+        self.visible[np.arange(len(self.query_frame)), self.query_frame] = True
+        return Prediction(self.tracks, self.visible, seconds)
+
+
 def track_streaming(tracker, clip: TapVidClip, queries: TapVidQueries) -> Prediction:  # noqa: ANN001
     """Run a ``StreamingTracker`` over one clip as the node would (see the module docstring)."""
-    T = clip.num_frames
-    Q = queries.num_queries
-    tracks = np.zeros((Q, T, 2))
-    visible = np.zeros((Q, T), bool)
-    query_frame = queries.query_points[:, 0].astype(int)
-    query_xy = queries.query_points[:, [2, 1]]
-    tracks[:] = query_xy[:, None]  # frames without an answer: at the query, occluded
-    column: dict[int, int] = {}  # tracker id -> query row
-    first = set()
-
-    def take(emitted) -> None:  # noqa: ANN001
-        for ft in emitted:
-            if ft.refined or ft.frame_index in first:
-                continue
-            first.add(ft.frame_index)
-            for i, track_id in enumerate(ft.ids.tolist()):
-                row = column.get(track_id)
-                if row is not None:
-                    tracks[row, ft.frame_index] = ft.xy[i]
-                    visible[row, ft.frame_index] = ft.visible[i]
-
+    out = _ClipTracks(clip, queries)
     tracker.reset()
     started = time.perf_counter()
-    for t in range(T):
+    for t in range(clip.num_frames):
         stamp = (t + 1) * FRAME_PERIOD_NS
-        take(tracker.push(clip.video[t], stamp))
-        rows = np.flatnonzero(query_frame == t)
-        if rows.size:
-            ids = tracker.add_queries(query_xy[rows], stamp=stamp)
-            column.update(zip(ids, rows.tolist(), strict=True))
-    take(tracker.flush())
-    seconds = time.perf_counter() - started
-    # The query frame itself is the query (TAP-Vid "first" mode does not score it).
-    visible[np.arange(Q), query_frame] = True
-    return Prediction(tracks, visible, seconds)
+        out.take(tracker.push(clip.video[t], stamp))
+        out.add_queries(tracker, t, stamp)
+    out.take(tracker.flush())
+    return out.prediction(time.perf_counter() - started)
+
+
+def track_streaming_batch(
+    tracker, clips: Sequence[TapVidClip], queries: Sequence[TapVidQueries]  # noqa: ANN001
+) -> list[Prediction]:
+    """Run several clips at once through a ``MultiStreamTracker``, one camera per clip, as
+    `track_streaming` runs each (frame t of every clip still running is pushed in one ``push_many``, so the
+    windows due together run as one batched model call). The cameras ``("clip", k)`` exist only during the
+    call. Each prediction's ``seconds`` is an equal share of the wall time."""
+    cameras = [("clip", k) for k in range(len(clips))]
+    outs = [_ClipTracks(clip, q) for clip, q in zip(clips, queries, strict=True)]
+    for camera in cameras:
+        tracker.add_camera(camera)
+    try:
+        started = time.perf_counter()
+        for t in range(max((clip.num_frames for clip in clips), default=0)):
+            stamp = (t + 1) * FRAME_PERIOD_NS
+            running = [k for k, clip in enumerate(clips) if t < clip.num_frames]
+            emitted = tracker.push_many({cameras[k]: (clips[k].video[t], stamp) for k in running})
+            for k in running:
+                outs[k].take(emitted[cameras[k]])
+                outs[k].add_queries(tracker[cameras[k]], t, stamp)
+        emitted = tracker.flush(cameras)
+        for camera, out in zip(cameras, outs, strict=True):
+            out.take(emitted[camera])
+        seconds = (time.perf_counter() - started) / max(len(clips), 1)
+    finally:
+        for camera in cameras:
+            tracker.remove_camera(camera)
+    return [out.prediction(seconds) for out in outs]
 
 
 def score(clip: TapVidClip, queries: TapVidQueries, prediction: Prediction) -> dict[str, float]:
@@ -169,12 +214,27 @@ def score(clip: TapVidClip, queries: TapVidQueries, prediction: Prediction) -> d
 
 def evaluate(tracker: Tracker, clips: Sequence[TapVidClip]) -> dict[str, object]:
     """Per-clip scores and their means; ``ms_per_frame`` is the tracker's time over all frames."""
+    queries = [first_queries(clip) for clip in clips]
+    return _report(clips, queries, [tracker(clip, q) for clip, q in zip(clips, queries, strict=True)])
+
+
+def evaluate_batch(tracker: BatchTracker, clips: Sequence[TapVidClip], batch: int) -> dict[str, object]:
+    """As `evaluate`, `batch` clips at a time through a tracker of several clips (e.g. `track_streaming_batch`
+    on a ``MultiStreamTracker``)."""
+    queries = [first_queries(clip) for clip in clips]
+    predictions: list[Prediction] = []
+    for first in range(0, len(clips), batch):
+        predictions += tracker(clips[first : first + batch], queries[first : first + batch])
+    return _report(clips, queries, predictions)
+
+
+def _report(
+    clips: Sequence[TapVidClip], queries: Sequence[TapVidQueries], predictions: Sequence[Prediction]
+) -> dict[str, object]:
     per_clip = {}
     seconds, frames = 0.0, 0
-    for clip in clips:
-        queries = first_queries(clip)
-        prediction = tracker(clip, queries)
-        per_clip[clip.name] = score(clip, queries, prediction)
+    for clip, q, prediction in zip(clips, queries, predictions, strict=True):
+        per_clip[clip.name] = score(clip, q, prediction)
         seconds += prediction.seconds
         frames += clip.num_frames
     keys = ("AJ", "delta_avg", "OA", "median_px")
