@@ -22,12 +22,17 @@ class QueryLimitError(ValueError):
     """A request would exceed a point limit or the id space; nothing was added."""
 
 
-def check_limits(count: int, active: int, max_points: int, max_points_per_request: int) -> None:
-    """Refuse a request of ``count`` new points when ``active`` points are tracked already."""
+def check_request_size(count: int, max_points_per_request: int) -> None:
+    """Refuse a request of more than ``max_points_per_request`` points (before anything is converted)."""
     if count > max_points_per_request:
         raise QueryLimitError(
             f"{count} points in one request; at most {max_points_per_request} (max_points_per_request)"
         )
+
+
+def check_limits(count: int, active: int, max_points: int, max_points_per_request: int) -> None:
+    """Refuse a request of ``count`` new points when ``active`` points are tracked already."""
+    check_request_size(count, max_points_per_request)
     if active + count > max_points:
         raise QueryLimitError(
             f"{count} more points would make {active + count} tracked; at most {max_points} (max_points), "

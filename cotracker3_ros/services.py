@@ -19,7 +19,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
-from cotracker3_core.streaming import QueryLimitError, StreamingTracker
+from cotracker3_core.query_admission import check_request_size
+from cotracker3_core.streaming import StreamingTracker
 
 from .conversions import mask_to_bool, time_to_ns
 
@@ -64,11 +65,8 @@ class QueryServices:
 
     def _on_add_points(self, request: AddPoints.Request, response: AddPoints.Response) -> AddPoints.Response:
         try:
-            limit = self._tracker.config.max_points_per_request
-            if len(request.x) > limit:  # before converting anything: a huge request is refused cheaply
-                raise QueryLimitError(
-                    f"{len(request.x)} points in one request; at most {limit} (max_points_per_request)"
-                )
+            # Before converting anything: a huge request is refused cheaply.
+            check_request_size(len(request.x), self._tracker.config.max_points_per_request)
             x = np.asarray(request.x, dtype=np.float32)
             y = np.asarray(request.y, dtype=np.float32)
             if len(x) != len(y):
