@@ -61,7 +61,7 @@ from . import diagnostics as diag
 from .camera import Camera, FrameMeta, camera_status
 from .conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
 from .debug_image import draw_tracks
-from .depth_input import DepthInput, sibling_topic
+from .depth_input import DepthInput
 from .lifecycle import main
 from .params import (
     NODE_NAME,
@@ -219,7 +219,7 @@ class TrackerNode(Node):
         elif values["depth_topics"]:
             info = values["camera_info_topics"][index] if values["camera_info_topics"] else ""
             cam.depth = DepthInput(
-                self, values["depth_topics"][index], info or sibling_topic(cam.topic, "camera_info"), cam.topic,
+                self, values["depth_topics"][index], info, cam.topic,
                 values["depth_max_skew_s"], prefix=prefix,
             )
         QueryServices(
