@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cotracker3_core.checkpoint import build_model
 from cotracker3_core.online import WindowInputs, refine_inputs
 from cotracker3_core.stream_config import StreamConfig
 from cotracker3_core.streaming import StreamingTracker
@@ -46,8 +45,7 @@ def build(name: str, device: torch.device, resolution: tuple[int, int] = (384, 5
     iterations."""
     if name == "lite":
         config = StreamConfig(checkpoint="lite", device=str(device)).resolved()
-        model = build_model("online", checkpoint="lite", window_len=config.window_len,
-                            model_resolution=config.model_resolution, **config.arch)
+        model = config.build_online_model()
     else:
         model = bench_model(name, resolution)
         config = StreamConfig(device=str(device), model_resolution=resolution, window_len=16).resolved({})

@@ -24,7 +24,6 @@ from collections.abc import Hashable, Iterable, Mapping
 import numpy as np
 import torch
 
-from .checkpoint import build_model
 from .frame_tracks import FrameTracks
 from .model import CoTracker3
 from .stream_config import StreamConfig
@@ -76,14 +75,7 @@ class MultiStreamTracker:
     def from_config(cls, config: StreamConfig, cameras: Iterable[Hashable] = ()) -> MultiStreamTracker:
         """Build the model and the tracker; unset settings take the checkpoint's recommendation."""
         config = config.resolved()
-        model = build_model(
-            "online",
-            checkpoint=config.checkpoint,
-            window_len=config.window_len,
-            model_resolution=config.model_resolution,
-            **config.arch,
-        )
-        return cls(model, config, cameras, untrained=config.checkpoint is None)
+        return cls(config.build_online_model(), config, cameras, untrained=config.checkpoint is None)
 
     @property
     def config(self) -> StreamConfig:

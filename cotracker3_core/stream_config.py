@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .checkpoint import inference_settings
+from .checkpoint import build_model, inference_settings
 from .query_admission import DEFAULT_MAX_POINTS, DEFAULT_MAX_POINTS_PER_REQUEST
+
+if TYPE_CHECKING:
+    from .model import CoTracker3
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEPS = (1, 2, 4, 8)
@@ -132,6 +135,16 @@ class StreamConfig:
             window = values.get("window_len", self.window_len)
             values["step"] = min(DEFAULT_SETTINGS["step"], max(1, window // 2))
         return dataclasses.replace(self, **values)
+
+    def build_online_model(self) -> CoTracker3:
+        """The online-mode CoTracker3 these (resolved) settings run: checkpoint, window, resolution, arch."""
+        return build_model(
+            "online",
+            checkpoint=self.checkpoint,
+            window_len=self.window_len,
+            model_resolution=self.model_resolution,
+            **self.arch,
+        )
 
 
 def check_threshold(value: float) -> float:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .checkpoint import build_model
 from .correlation import WindowFeatures
 from .frame_tracks import FrameTracks, empty_tracks, tracks_from_estimate
 from .frames import FrameSizeError, StampOrderError, check_frame, frame_to_tensor, pixel_scale
@@ -181,14 +180,7 @@ class StreamingTracker:
     def from_config(cls, config: StreamConfig) -> StreamingTracker:
         """Build the model and the tracker; unset settings take the checkpoint's recommendation."""
         config = config.resolved()
-        model = build_model(
-            "online",
-            checkpoint=config.checkpoint,
-            window_len=config.window_len,
-            model_resolution=config.model_resolution,
-            **config.arch,
-        )
-        return cls(model, config, untrained=config.checkpoint is None)
+        return cls(config.build_online_model(), config, untrained=config.checkpoint is None)
 
     # -- public state --------------------------------------------------------------------------------
 

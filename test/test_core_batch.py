@@ -148,11 +148,7 @@ def batch_sizes(model) -> Iterator[tuple[list[int], list[int]]]:
 @pytest.fixture(scope="module")
 def lite() -> tuple[CoTracker3, StreamConfig]:
     config = StreamConfig(checkpoint="lite", device="cpu").resolved()  # window 8, step 4, 2 iterations
-    model = build_model(
-        "online", checkpoint="lite", window_len=config.window_len, model_resolution=config.model_resolution,
-        **config.arch,
-    )
-    return model, config
+    return config.build_online_model(), config
 
 
 @pytest.mark.parametrize("count", [2, 4])
