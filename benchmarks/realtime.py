@@ -7,7 +7,7 @@ settings, an automatic 8x8 grid = 64 points); this process publishes frames of a
 photograph (``tools.demo.demo_camera``) at the given rate on a reliable topic, paced on the wall clock,
 and records every ``tracks`` message and the node's ``/diagnostics``. After the last frame it calls the
 node's reset, which flushes the frames still in the window. ``--check`` fails unless every published frame
-came back as tracks and the node counted no dropped frame. Beside it, the engine alone (``StreamingTracker``
+came back as tracks and the node counted no frame dropped or lost. Beside it, the engine alone (``StreamingTracker``
 pushed the same frames back to back, 2 threads) gives the engine's frames per second.
 """
 
@@ -156,18 +156,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     fps = engine_fps(frames, args.checkpoint, args.grid_size, args.threads)
     result = {"checkpoint": args.checkpoint, "size": list(args.size), "rate_hz": args.rate,
               "points": args.grid_size**2, **node, "engine_fps": fps}
-    ok = node["tracked"] == node["published"] and node["node_dropped"] == 0
+    ok = node["tracked"] == node["published"] and node["node_dropped"] == node["node_lost"] == 0
     if args.markdown:
-        print("| checkpoint | camera | points | published | tracked | dropped (node) | lag p50 / p90 ms | "
+        print("| checkpoint | camera | points | published | tracked | dropped / lost (node) | lag p50 / p90 ms | "
               "engine fps |\n|---|---|---:|---:|---:|---:|---:|---:|")
         print(f"| {args.checkpoint} | {args.size[1]}x{args.size[0]} @ {node['publish_rate_hz']:.1f} Hz | "
-              f"{args.grid_size**2} | {node['published']} | {node['tracked']} | {node['node_dropped']} | "
+              f"{args.grid_size**2} | {node['published']} | {node['tracked']} | "
+              f"{node['node_dropped']} / {node['node_lost']} | "
               f"{node['lag_ms_p50']:.0f} / {node['lag_ms_p90']:.0f} | {fps:.1f} |")
     else:
         print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    print(f"realtime: {node['tracked']}/{node['published']} frames tracked, {node['node_dropped']} dropped -> "
+    print(f"realtime: {node['tracked']}/{node['published']} frames tracked, {node['node_dropped']} dropped, "
+          f"{node['node_lost']} lost -> "
           f"{'PASS' if ok else 'FAIL'}")
     return 1 if args.check and not ok else 0
 

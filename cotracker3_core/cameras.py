@@ -1,20 +1,20 @@
 """Several cameras in one live consumer (the ROS node): the check of the camera lists and each camera's own state.
 
 Each camera keeps its own engine state (a `StreamingTracker` sharing the one model, wrapped in a
-`TrackingSession`: queries, ids, stamps, window), its own drop-oldest queue and its own loss counter, so that a
-camera that falls behind loses only its own stale frames. One worker takes the frames waiting in every camera's
-queue (`take_frames`) and tracks them in one step.
+`TrackingSession`: queries, ids, stamps, window), its own bounded queue of waiting frames (a `FrameQueue`: in the
+node, the image subscription's keep-last history) and its own loss counter, so that a camera that falls behind
+loses only its own stale frames. One worker takes the oldest waiting frame of every camera (`take_frames`) and
+tracks them in one step.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from .intake import DropOldestQueue, LossCounter
+from .intake import LossCounter
 from .session import TrackingSession
 
 #: A camera name: one ROS name token (it prefixes topics and services: ``~/<camera>/tracks``).
@@ -53,24 +53,28 @@ def check_camera_lists(
         raise ValueError("camera_info_topics needs depth_topics")
 
 
+class FrameQueue(Protocol):
+    """A camera's bounded queue of waiting frames, oldest first; it drops (and counts) what it cannot hold."""
+
+    def get(self, timeout: float = 0.0) -> Any | None:
+        """The oldest waiting frame, or None."""
+        ...
+
+
 @dataclass
 class CameraStream:
     """One camera's state in a multi-camera consumer (a consumer adds its own fields in a subclass: publishers).
 
     name: the camera's name ("" for the single unnamed camera).
     session: its tracking session (its own `StreamingTracker`, queries and stamps).
-    queue: frames waiting for the worker; items are (sequence number, payload...).
-    losses: frames lost before the queue.
-    seq_received, seq_done: sequence numbers of the last frame received and the last tracked (under the
-        consumer's progress condition); a reset waits for the frames received before it.
+    queue: frames waiting for the worker.
+    losses: frames lost before the worker took them.
     """
 
     name: str
     session: TrackingSession
-    queue: DropOldestQueue[Any]
+    queue: FrameQueue
     losses: LossCounter = field(default_factory=LossCounter)
-    seq_received: int = 0
-    seq_done: int = 0
 
     @property
     def prefix(self) -> str:
@@ -81,20 +85,6 @@ class CameraStream:
     def topic_prefix(self) -> str:
         """Prefix of its output topics: private, ``"~/<name>/"``, or "" (relative names) for the unnamed camera."""
         return f"~/{self.name}/" if self.name else ""
-
-
-class FrameSignal:
-    """Wakes the one worker when any camera's queue got a frame (`DropOldestQueue.get` waits on one queue)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-
-    def wait(self, timeout: float) -> None:
-        self._event.wait(timeout)
-        self._event.clear()
 
 
 def take_frames(streams: Sequence[CameraStream]) -> list[tuple[CameraStream, Any]]:

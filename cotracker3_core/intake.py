@@ -1,99 +1,18 @@
-"""Frame intake of a live consumer (the ROS node): a bounded, thread-safe, drop-oldest queue between the
-callbacks that receive frames and the thread that tracks them, and the count of frames lost before it (from the
-middleware's sequence numbers, else from gaps in the stamps)."""
+"""Frame intake of a live consumer (the ROS node): the count of frames lost before the worker took them (from the
+middleware's sequence numbers, else from gaps in the stamps), and the stamp a frame is tracked with."""
 
 from __future__ import annotations
 
-import threading
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
-
-T = TypeVar("T")
-
-
-class DropOldestQueue(Generic[T]):
-    """FIFO of at most ``maxsize`` items; `put` on a full queue discards the oldest item and counts it.
-
-    A camera that outpaces the tracker should lose its stale frames, not build up lag: the newest frame
-    is always kept, and `dropped` tells diagnostics how many were lost.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        if maxsize < 1:
-            raise ValueError(f"queue size must be >= 1, got {maxsize}")
-        self._items: deque[T] = deque()
-        self._maxsize = maxsize
-        self._cond = threading.Condition()
-        self._dropped = 0
-        self._closed = False
-
-    @property
-    def maxsize(self) -> int:
-        return self._maxsize
-
-    @property
-    def dropped(self) -> int:
-        """Items discarded so far because the queue was full."""
-        with self._cond:
-            return self._dropped
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-    def put(self, item: T) -> bool:
-        """Append ``item``; returns True when an old item had to be dropped to make room."""
-        with self._cond:
-            if self._closed:
-                return False
-            dropped = len(self._items) >= self._maxsize
-            if dropped:
-                self._items.popleft()
-                self._dropped += 1
-            self._items.append(item)
-            self._cond.notify()
-            return dropped
-
-    def get(self, timeout: float | None = None) -> T | None:
-        """The oldest item, waiting up to ``timeout`` seconds; None on timeout or once closed."""
-        with self._cond:
-            if not self._items and not self._closed:
-                self._cond.wait(timeout)
-            if self._closed or not self._items:
-                return None
-            return self._items.popleft()
-
-    def drop_where(self, condition: Callable[[T], bool]) -> int:
-        """Discard the queued items for which ``condition`` holds, counted as dropped; returns how many."""
-        with self._cond:
-            kept = deque(item for item in self._items if not condition(item))
-            n = len(self._items) - len(kept)
-            self._items = kept
-            self._dropped += n
-            return n
-
-    def clear(self) -> int:
-        """Discard every queued item (not counted as dropped); returns how many there were."""
-        with self._cond:
-            n = len(self._items)
-            self._items.clear()
-            return n
-
-    def close(self) -> None:
-        """Wake every waiting `get` (they return None) and refuse further items."""
-        with self._cond:
-            self._closed = True
-            self._items.clear()
-            self._cond.notify_all()
-
+from typing import Any
 
 #: A middleware's "sequence number unsupported" value (RMW_MESSAGE_INFO_SEQUENCE_NUMBER_UNSUPPORTED).
 _SEQUENCE_UNSUPPORTED = 2**64 - 1
 
 
 class LossCounter:
-    """Frames lost before the node's queue (in the middleware, the network or the camera driver).
+    """Frames that never reached the tracker: replaced by newer ones in the node's bounded queue while it was busy,
+    or lost in the middleware, the network or the camera driver.
 
     Counted from each publisher's publication sequence numbers where the middleware reports them (Fast DDS
     does): the numbers a publisher has used since its first frame seen here, less the frames received from it.

@@ -28,7 +28,7 @@ from .frame_tracks import FrameTracks
 from .model import CoTracker3
 from .stream_config import StreamConfig
 from .streaming import StreamingTracker
-from .window_batch import refine_batch
+from .window_batch import padding_groups, refine_batch
 
 #: One camera's frame in a `push_many`: an (H, W, 3) RGB image (uint8, or float in 0-255) and its stamp.
 CameraFrame = tuple[np.ndarray, int]
@@ -68,6 +68,8 @@ class MultiStreamTracker:
         self.max_padding = max_padding
         self._refine = torch.compile(self.model.refine, dynamic=False) if self.config.compile else None
         self._streams: dict[Hashable, StreamingTracker] = {}
+        #: camera -> windows of it refined in one call together with other cameras' windows.
+        self.batched_windows: dict[Hashable, int] = {}
         for camera in cameras:
             self.add_camera(camera)
 
@@ -92,17 +94,24 @@ class MultiStreamTracker:
             raise KeyError(f"unknown camera {camera!r} (cameras: {self.cameras})")
         return self._streams[camera]
 
-    def add_camera(self, camera: Hashable) -> StreamingTracker:
-        """Start an empty stream for `camera` (a new name)."""
+    def add_camera(self, camera: Hashable, stream: StreamingTracker | None = None) -> StreamingTracker:
+        """Start an empty stream for `camera` (a new name), or take `stream` as its stream: a `StreamingTracker`
+        of this model with these settings (its state is kept)."""
         if camera in self._streams:
             raise ValueError(f"camera {camera!r} exists already")
-        self._streams[camera] = StreamingTracker(self.model, self.config, self.untrained)
-        return self._streams[camera]
+        if stream is None:
+            stream = StreamingTracker(self.model, self.config, self.untrained)
+        elif stream.model is not self.model or stream.config != self.config:
+            raise ValueError(f"camera {camera!r}: its stream must run this tracker's model with the same settings")
+        self._streams[camera] = stream
+        self.batched_windows[camera] = 0
+        return stream
 
     def remove_camera(self, camera: Hashable) -> None:
         """Forget `camera`'s stream (its memory is freed)."""
         self[camera]  # KeyError for an unknown camera, with the known ones
         del self._streams[camera]
+        del self.batched_windows[camera]
 
     def push_many(self, frames: Mapping[Hashable, CameraFrame]) -> dict[Hashable, list[FrameTracks]]:
         """Add one frame to each camera named in `frames` (camera -> (frame, stamp)); the frames are encoded in
@@ -155,6 +164,9 @@ class MultiStreamTracker:
             inputs = [pending[camera].inputs for camera in tracked]
             estimates = refine_batch(self.model, inputs, self.config.iters, self._refine, self.max_padding)
             finals = dict(zip(tracked, estimates, strict=True))
+            for group in padding_groups([item.count for item in inputs], self.max_padding):  # refine_batch's calls
+                for index in group if len(group) > 1 else ():
+                    self.batched_windows[tracked[index]] += 1
         return {camera: self[camera].end_window(pending[camera], finals.get(camera)) for camera in cameras}
 
 

@@ -17,11 +17,13 @@ The ROS node and the bag evaluation both drive the engine through this layer, so
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .multi_stream import MultiStreamTracker
 from .streaming import FrameSizeError, FrameTracks, StampOrderError, StreamingTracker
 
 
@@ -115,6 +117,17 @@ class TrackingSession:
     def push(self, frame: np.ndarray, stamp: int, meta: Any = None) -> SessionStep:
         """Push one (H, W, 3) RGB frame with its stamp (ns) and metadata, restarting the stream first when the
         size or a large jump back in time breaks it (see the module docstring)."""
+        step = self.admit(frame, stamp)
+        if step.rejected is None:
+            t0 = time.perf_counter()
+            emitted = self.tracker.push(frame, stamp)
+            self.complete(step, frame, stamp, emitted, time.perf_counter() - t0, meta)
+        return step
+
+    def admit(self, frame: np.ndarray, stamp: int) -> SessionStep:
+        """The first half of `push`, for a caller that runs the engine itself (`push_sessions`): check the frame and
+        its stamp, restarting the stream first when they break it; ``step.rejected`` says why the frame cannot be
+        pushed (nothing else happened then). An admitted frame must be pushed, then given to `complete`."""
         step = SessionStep()
         stamp = int(stamp)
         try:
@@ -122,8 +135,7 @@ class TrackingSession:
                 raise StampGlitchError("zero", f"image stamp is {stamp}: the camera does not stamp its images "
                                        "(use stamp_source receive or auto)")
             try:
-                t0 = time.perf_counter()
-                emitted = self.tracker.push(frame, stamp)
+                self.tracker.check_push(frame, stamp)
             except StampOrderError as exc:
                 back_ns = exc.last - exc.stamp
                 if back_ns == 0:
@@ -134,16 +146,20 @@ class TrackingSession:
                         f"one (within time_jump_tolerance_s: frame dropped, no reset)") from None
                 step.restart = self.restart(f"time went back {back_ns / 1e9:.3f} s (image stamp {stamp} ns after "
                                             f"{exc.last} ns)")
-                t0 = time.perf_counter()
-                emitted = self.tracker.push(frame, stamp)
             except FrameSizeError as exc:  # raised after every other check: the frame itself is fine
                 step.restart = self.restart(f"image size changed from {exc.expected} to {exc.size}")
-                t0 = time.perf_counter()
-                emitted = self.tracker.push(frame, stamp)
         except ValueError as exc:
             step.rejected = exc
-            return step
-        step.push_s = time.perf_counter() - t0
+        return step
+
+    def complete(
+        self, step: SessionStep, frame: np.ndarray, stamp: int, emitted: list[FrameTracks], push_s: float,
+        meta: Any = None,
+    ) -> SessionStep:
+        """The second half of `push`: what the engine's push of an admitted frame emitted (``push_s`` seconds)
+        joined with the metadata, the automatic grid placed when this is its frame."""
+        stamp = int(stamp)
+        step.push_s = push_s
         self._meta[stamp] = meta
         index = self.tracker.frames_seen - 1
         if self.grid_size > 0 and index == self.grid_query_frame:
@@ -188,3 +204,24 @@ class TrackingSession:
         oldest = min(stamps) if stamps else None
         for stamp in [s for s in self._meta if oldest is None or s < oldest]:
             del self._meta[stamp]
+
+
+def push_sessions(
+    engine: MultiStreamTracker, frames: Mapping[Hashable, tuple[TrackingSession, np.ndarray, int, Any]]
+) -> dict[Hashable, SessionStep]:
+    """`TrackingSession.push` for several cameras at once, the engine run once for all of them: camera ->
+    (its session, frame, stamp, metadata); each session's tracker must be ``engine[camera]``. The frames are
+    admitted one by one (glitches, restarts), the admitted ones pushed together (`MultiStreamTracker.push_many`:
+    one encoder call, the due windows in one refinement call), then completed. Returns camera -> its step;
+    ``push_s`` is the shared engine time."""
+    steps = {camera: session.admit(frame, stamp) for camera, (session, frame, stamp, _) in frames.items()}
+    admitted = {
+        camera: (frame, stamp) for camera, (_, frame, stamp, _) in frames.items() if steps[camera].rejected is None
+    }
+    t0 = time.perf_counter()
+    emitted = engine.push_many(admitted)
+    push_s = time.perf_counter() - t0
+    for camera, (frame, stamp) in admitted.items():
+        session, _, _, meta = frames[camera]
+        session.complete(steps[camera], frame, stamp, emitted[camera], push_s, meta)
+    return steps

@@ -48,6 +48,14 @@ class Camera(CameraStream):
     def tracker(self) -> StreamingTracker:
         return self.session.tracker
 
+    def image_timed_out(self, timeout_s: float) -> bool:
+        """Whether no image arrived for ``timeout_s`` (0: never), True only on the first check that finds it (a
+        warning is then due); `timeout_warned` stays set until an image arrives."""
+        silent = timeout_s > 0 and time.monotonic() - self.last_image > timeout_s
+        first = silent and not self.timeout_warned
+        self.timeout_warned = silent
+        return first
+
     @property
     def label(self) -> str:
         """Prefix of its log lines: "" for the single camera."""
@@ -55,17 +63,18 @@ class Camera(CameraStream):
 
 
 def camera_status(
-    cam: Camera, node_name: str, fqn: str, checkpoint: str, stats_lock: threading.Lock
+    cam: Camera, node_name: str, fqn: str, checkpoint: str, stats_lock: threading.Lock,
+    batched_windows: int | None = None,
 ) -> DiagnosticStatus:
     """One camera's status: ``<node>: tracking`` for the single camera, ``<node>/<camera>: tracking`` for each
-    of several (``fqn``: the node's full name, ``checkpoint``: its parameter; the counters under ``stats_lock``)."""
+    of several (``fqn``: the node's full name, ``checkpoint``: its parameter; the counters under ``stats_lock``;
+    ``batched_windows``: its windows refined together with other cameras', when the node batches them)."""
     tracker = cam.tracker
     dropped, nonfinite = cam.queue.dropped, tracker.nonfinite_frames
     with stats_lock:
         values, period_dropped = cam.stats.period_values(dropped)
         values.update(
             {
-                diag.QUEUE_DEPTH: f"{len(cam.queue)}/{cam.queue.maxsize}",
                 diag.ACTIVE_QUERIES: str(len(tracker.query_ids)),
                 diag.DEVICE: str(tracker.device),
                 diag.CHECKPOINT: checkpoint or "(none: untrained weights)",
@@ -75,6 +84,8 @@ def camera_status(
                 diag.NONFINITE_TOTAL: str(nonfinite),
             }
         )
+    if batched_windows is not None:
+        values[diag.BATCHED_TOTAL] = str(batched_windows)
     depth_values, depth_problem = cam.depth.diagnostics() if cam.depth is not None else ({}, "")
     values.update(depth_values)
     status = DiagnosticStatus(
@@ -87,7 +98,9 @@ def camera_status(
     elif tracker.untrained:
         status.level, status.message = DiagnosticStatus.WARN, "untrained weights: tracks are noise"
     elif period_dropped:
-        status.level, status.message = DiagnosticStatus.WARN, f"dropped {period_dropped} frame(s): tracker too slow"
+        status.level, status.message = DiagnosticStatus.WARN, (
+            f"{period_dropped} frame(s) dropped or lost: tracker too slow"
+        )
     elif cam.timeout_warned:
         status.level, status.message = DiagnosticStatus.WARN, f"no image for {values[diag.LAST_IMAGE_AGE]} s"
     elif depth_problem:

@@ -21,22 +21,22 @@ STEP_LATENCY_MAX = "step latency max (ms)"
 LAG_MEAN = "end-to-end lag mean (ms)"
 LAG_MAX = "end-to-end lag max (ms)"
 QUEUE_WAIT_MEAN = "queue wait mean (ms)"
-DROPPED_PERIOD = "dropped frames (period)"
+DROPPED_PERIOD = "frames dropped or lost (period)"
 DROPPED_TOTAL = "dropped frames (total)"
 REJECTED_TOTAL = "rejected frames (total)"
 RECEIVED_TOTAL = "frames received (total)"
 PUBLISHED_TOTAL = "frames published (total)"
 RESETS_TOTAL = "resets (total)"
-LOST_TOTAL = "frames lost before the queue (total)"
+LOST_TOTAL = "frames lost before the tracker (total)"
 LAST_RESET = "last reset"
 LAST_IMAGE_AGE = "seconds since the last image"
-QUEUE_DEPTH = "queue depth"
 ACTIVE_QUERIES = "active queries"
 DEVICE = "device"
 CHECKPOINT = "checkpoint"
 UNTRAINED = "untrained weights"
 LAST_ERROR = "last error"
 NONFINITE_TOTAL = "non-finite frames (total)"
+BATCHED_TOTAL = "windows batched with other cameras (total)"
 #: Value of a statistic over a period without samples.
 NO_SAMPLE = "n/a"
 #: Suffix of the name of the node's status: ``<node name>: tracking`` (the bare name, e.g. ``tracker_node: tracking``,
@@ -66,14 +66,15 @@ class Stats:
     def start_period(self, dropped_total: int) -> None:
         self.period_start = time.monotonic()
         self.period_received = self.period_published = 0
-        self.period_dropped_base = dropped_total
+        self.period_dropped_base = dropped_total + self.lost
         self.step_latency_s, self.lag_s, self.queue_wait_s = [], [], []
 
     def period_values(self, dropped_total: int) -> tuple[dict[str, str], int]:
-        """The period's rates, latencies and the totals as diagnostic values, and the frames dropped in the
-        period; then starts a new period."""
+        """The period's rates, latencies and the totals as diagnostic values, and the frames dropped or lost in
+        the period (a camera faster than the tracker shows as lost: replaced in the queue); then starts a new
+        period."""
         elapsed = max(time.monotonic() - self.period_start, 1e-3)
-        period_dropped = dropped_total - self.period_dropped_base
+        period_dropped = dropped_total + self.lost - self.period_dropped_base
         values = {
             INPUT_RATE: f"{self.period_received / elapsed:.2f}",
             OUTPUT_RATE: f"{self.period_published / elapsed:.2f}",

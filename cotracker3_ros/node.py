@@ -1,15 +1,16 @@
 """ROS 2 node that tracks points on a camera stream with CoTracker3: a thin shell over
 `cotracker3_core.streaming.StreamingTracker`.
 
-Threads: the executor's callbacks only enqueue images into a bounded drop-oldest queue (`queue_size`, one per
-camera); one worker thread converts them, runs the engine, publishes the tracks and the diagnostics. Services run
-in their own callback group and take the engine lock, so they wait at most one tracking step.
+Threads: one worker thread takes the images (`image_intake`: no executor callback touches them; each camera's
+image subscription keeps the newest `queue_size` in the middleware), converts them, runs the engine, publishes the
+tracks and the diagnostics. Services run in the executor, in their own callback group, and take the engine lock,
+so they wait at most one tracking step.
 
 Several cameras (``camera_names``, ``camera_topics``): each has its own queue, queries, ids and outputs, named
 ``~/<camera>/tracks``, ``~/<camera>/add_points`` ... (docs/ros.md); the names below are those of one camera.
 
 Subscribed: ``image`` (sensor_msgs/Image) or, with ``compressed: true``, ``image/compressed``
-(sensor_msgs/CompressedImage); SensorDataQoS, overridable through ROS QoS overrides
+(sensor_msgs/CompressedImage); SensorDataQoS keeping `queue_size`, overridable through ROS QoS overrides
 (``qos_overrides./image.subscription.reliability`` ...).
 With ``depth_topic`` set, also the aligned depth image and ``camera_info_topic`` (`depth_input`).
 Published: ``tracks`` and ``tracks_refined`` (cotracker3_msgs/Tracks, header copied from the image),
@@ -24,6 +25,7 @@ Run: ``ros2 run cotracker3_ros tracker_node --ros-args --params-file config/trac
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -41,8 +43,7 @@ from typing import Any
 import torch
 from cotracker3_msgs.msg import Tracks
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterUninitializedException
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -51,10 +52,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from cotracker3_core import hub
-from cotracker3_core.cameras import FrameSignal, check_camera_lists, take_frames
-from cotracker3_core.intake import DropOldestQueue, frame_stamp
+from cotracker3_core.cameras import check_camera_lists, take_frames
+from cotracker3_core.intake import frame_stamp
+from cotracker3_core.multi_stream import MultiStreamTracker
 from cotracker3_core.self_check import self_check
-from cotracker3_core.session import Emitted, Restart, StampGlitchError, TrackingSession
+from cotracker3_core.session import Emitted, Restart, StampGlitchError, TrackingSession, push_sessions
 from cotracker3_core.streaming import StreamingTracker
 
 from . import diagnostics as diag
@@ -62,12 +64,11 @@ from .camera import Camera, FrameMeta, camera_status
 from .conversions import frame_tracks_to_msg, message_to_rgb, ns_to_time, rgb_to_image, time_to_ns
 from .debug_image import draw_tracks
 from .depth_input import DepthInput
+from .image_intake import SubscriptionQueue, WorkerTakenGroup, subscribe_worker_taken, wait_for_images
 from .lifecycle import main
+from .parameter_declaration import declare_all, live_updates
 from .params import (
     NODE_NAME,
-    PARAMS,
-    ParamSpec,
-    check_grid_param,
     check_node_params,
     parse_arch,
     stream_config_from_params,
@@ -81,24 +82,6 @@ __all__ = ["NODE_NAME", "TrackerNode", "main", "parse_arch", "stream_config_from
 RESET_WAIT_S = 2.0
 #: Seconds between two log lines for the same reason of rejecting frames.
 REJECT_LOG_PERIOD_S = 5.0
-_LIVE_PARAMS = {p.name for p in PARAMS if not p.read_only}
-
-
-# --- parameters ------------------------------------------------------------------------------------
-
-
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    d = ParameterDescriptor(
-        description=spec.description, read_only=spec.read_only, additional_constraints=spec.constraints
-    )
-    if spec.range is not None:
-        if isinstance(spec.default, float):
-            d.floating_point_range = [
-                FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]))
-            ]
-        else:
-            d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
-    return d
 
 
 # --- the node ----------------------------------------------------------------------------------------
@@ -120,13 +103,14 @@ class TrackerNode(Node):
         self._worker: threading.Thread | None = None
         self._cameras: list[Camera] = []
         super().__init__(node_name, **kwargs)
-        values = {spec.name: self._declare(spec) for spec in PARAMS}
+        values = declare_all(self)
         self._publish_refined = bool(values["publish_refined"])
         self._mask_grid_size = int(values["mask_grid_size"])
         self._diag_period = float(values["diagnostics_period"])
         self._checkpoint = values["checkpoint"]
         self._stamp_source = values["stamp_source"]
         self._image_timeout_s = float(values["image_timeout_s"])
+        self._camera_sync_s = float(values["camera_sync_s"])
         check_node_params(values)
         names = list(values["camera_names"])
         check_camera_lists(names, values["camera_topics"], values["depth_topics"], values["camera_info_topics"])
@@ -160,14 +144,21 @@ class TrackerNode(Node):
         self._engine_lock = threading.Lock()
         self._reject_logged: dict[str, float] = {}  # worker thread only
         self._stats_lock = threading.Lock()
-        # The sequence numbers let a reset wait for the frames received before it: a dropped frame always has
-        # a later one behind it in the queue.
+        # Signalled when the worker found a camera with no frame waiting: a reset waits for that.
         self._progress = threading.Condition()
-        self._frames_ready = FrameSignal()
+        self._image_group = WorkerTakenGroup()
+        self._image_subs: list[Any] = []
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Several cameras in window mode: their frames of one step are encoded in one call and their due windows
+        # refined in one call (batch B = cameras); update "newest" answers each frame on its own push.
+        self._batch = None
+        if len(names) > 1 and tracker.config.update == "window":
+            self._batch = MultiStreamTracker(tracker.model, tracker.config, untrained=tracker.untrained)
         for index, name in enumerate(names or [""]):
             # All cameras share the one model: each has its own engine state (queries, ids, window).
             engine = tracker if index == 0 else StreamingTracker(tracker.model, tracker.config, tracker.untrained)
+            if self._batch is not None:
+                self._batch.add_camera(name, engine)
             self._cameras.append(self._make_camera(name, index, engine, values))
 
         # Registered after the declarations: rclpy calls it for declare_parameter too.
@@ -179,18 +170,6 @@ class TrackerNode(Node):
             kind = "CompressedImage" if values["compressed"] else "Image"
             self.get_logger().info(f"subscribed to {cam.topic} ({kind}); publishing {cam.tracks_pub.topic_name}")
 
-    def _declare(self, spec: ParamSpec) -> Any:
-        """Declare a parameter, its value; a string list (empty by default, which has no ROS type) stays unset
-        until given."""
-        if spec.default == []:
-            self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, _descriptor(spec))
-            try:
-                return list(self.get_parameter(spec.name).value)
-            except ParameterUninitializedException:
-                return []
-        self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        return self.get_parameter(spec.name).value
-
     def _make_camera(self, name: str, index: int, tracker: StreamingTracker, values: dict[str, Any]) -> Camera:
         """A camera's session, queue, publishers, subscriptions and services; ``name`` "" is the single camera
         (today's names: ``image``, ``tracks``, ``~/add_points`` ...)."""
@@ -198,7 +177,7 @@ class TrackerNode(Node):
             tracker, int(values["grid_size"]), int(values["grid_query_frame"]),
             time_jump_tolerance_ns=round(float(values["time_jump_tolerance_s"]) * 1e9),
         )
-        cam = Camera(name, session, DropOldestQueue(values["queue_size"]))
+        cam = Camera(name, session, None)
         prefix, overriding = cam.topic_prefix, QoSOverridingOptions.with_default_policies()
         cam.tracks_pub = self.create_publisher(Tracks, f"{prefix}tracks", 10, qos_overriding_options=overriding)
         cam.refined_pub = self.create_publisher(
@@ -210,9 +189,12 @@ class TrackerNode(Node):
             )
         topic = values["camera_topics"][index] if name else "image"
         msg_type, topic = (CompressedImage, f"{topic}/compressed") if values["compressed"] else (Image, topic)
-        sub = self.create_subscription(
-            msg_type, topic, partial(self._on_image, cam), qos_profile_sensor_data, qos_overriding_options=overriding
-        )
+        # The subscription's keep-last history is the camera's queue (image_intake): queue_size deep.
+        qos = copy.copy(qos_profile_sensor_data)
+        qos.depth = int(values["queue_size"])
+        sub = subscribe_worker_taken(self, msg_type, topic, qos, self._image_group, qos_overriding_options=overriding)
+        cam.queue = SubscriptionQueue(sub, int(values["queue_size"]))
+        self._image_subs.append(sub)
         cam.topic = getattr(sub, "topic_name", topic)  # Subscription.topic_name is missing from older rclpy
         if not name:
             cam.depth = DepthInput.create(self, values, cam.topic)  # None: off
@@ -237,23 +219,20 @@ class TrackerNode(Node):
 
     @property
     def dropped_frames(self) -> int:
-        return sum(cam.queue.dropped for cam in self._cameras)
-
-    @property
-    def pending_frames(self) -> int:
-        """Frames received but not yet pushed into the engine."""
-        return sum(len(cam.queue) for cam in self._cameras)
+        """Frames that never reached the tracker: replaced in a camera's queue while it was busy, lost in the
+        middleware, or dropped by a reset."""
+        return sum(cam.queue.dropped + cam.losses.lost for cam in self._cameras)
 
     def flush_and_reset(self, reason: str = "reset requested", wait_s: float = RESET_WAIT_S, camera: str = "") -> int:
         """Finish the frames a camera (default: the first) received so far (up to ``wait_s``), publish the tracks
         of the frames still in its window, then start a new stream; returns the number of frames flushed."""
         cam = next((c for c in self._cameras if c.name == camera), self._cameras[0])
+        requested = time.time_ns()  # the clock of MessageInfo's received_timestamp
         with self._progress:
-            target = cam.seq_received
-            self._progress.wait_for(lambda: cam.seq_done >= target or self._stop.is_set(), timeout=wait_s)
+            self._progress.wait_for(lambda: cam.caught_up_ns >= requested or self._stop.is_set(), timeout=wait_s)
         with self._engine_lock:
             # A backlog left after wait_s is dropped (and counted), not waited for; later frames stay.
-            cam.queue.drop_where(lambda item: item[0] <= target)
+            cam.queue.drop_where(lambda taken: taken[1].get("received_timestamp", 0) <= requested)
             return self._restart_locked(cam, reason, warn=False)
 
     def stop_worker(self, timeout_s: float = 10.0) -> bool:
@@ -264,7 +243,6 @@ class TrackerNode(Node):
             return True
         for cam in self._cameras:
             cam.queue.close()
-        self._frames_ready.notify()
         with self._progress:
             self._progress.notify_all()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
@@ -275,39 +253,28 @@ class TrackerNode(Node):
         self.stop_worker()
         super().destroy_node()
 
-    # -- callbacks: enqueue only ----------------------------------------------------------------------
+    # -- images and parameters ---------------------------------------------------------------------------
 
-    def _on_image(self, cam: Camera, msg: Image | CompressedImage, info: dict[str, Any]) -> None:
-        # rclpy passes the middleware's MessageInfo to a callback that cannot be called with the message alone
-        # (so no default for ``info``): its sequence numbers count the frames lost before this callback.
-        arrival_ns = self.get_clock().now().nanoseconds
+    def _accept(self, cam: Camera, msg: Image | CompressedImage, info: dict[str, Any]) -> tuple[Any, float, int]:
+        """Account an image the worker took: (message, monotonic arrival, arrival stamp in ns on the node's
+        clock). Arrival is when the middleware received it (MessageInfo), not when the worker took it."""
+        # The publishers' sequence numbers in MessageInfo count the frames before this one that were never taken:
+        # replaced in the subscription's history while the tracker was busy, or lost in the middleware.
         cam.losses.observe(info, time_to_ns(msg.header.stamp))
-        with self._progress:
-            cam.seq_received += 1
-            seq = cam.seq_received
-        cam.last_image = time.monotonic()
-        cam.queue.put((seq, msg, cam.last_image, arrival_ns))
-        self._frames_ready.notify()
+        age_s = max(0, time.time_ns() - (info.get("received_timestamp") or time.time_ns())) * 1e-9
+        arrival_ns = self.get_clock().now().nanoseconds - round(age_s * 1e9)
+        cam.last_image = time.monotonic() - age_s
         with self._stats_lock:
             cam.stats.received += 1
             cam.stats.period_received += 1
             cam.stats.lost = cam.losses.lost
+        return msg, cam.last_image, arrival_ns
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        updates: dict[str, Any] = {}
-        for param in params:
-            if param.name not in _LIVE_PARAMS:
-                continue  # read-only ones are refused by rclpy itself; qos_overrides.* are not ours
-            if param.name == "visibility_threshold":
-                value = float(param.value)
-                if not 0.0 <= value <= 1.0:
-                    return SetParametersResult(successful=False, reason="visibility_threshold must be in [0, 1]")
-            if param.name in ("grid_size", "mask_grid_size"):
-                try:
-                    check_grid_param(param.name, int(param.value), self.tracker.config.max_points_per_request)
-                except ValueError as exc:
-                    return SetParametersResult(successful=False, reason=str(exc))
-            updates[param.name] = param.value
+        try:
+            updates = live_updates(params, self.tracker.config.max_points_per_request)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         for cam in self._cameras:
             if "visibility_threshold" in updates:
                 cam.tracker.visibility_threshold = float(updates["visibility_threshold"])
@@ -330,64 +297,88 @@ class TrackerNode(Node):
     def _run_worker(self) -> None:
         next_diag = time.monotonic() + self._diag_period
         while not self._stop.is_set():
-            frames = take_frames(self._cameras)
+            attempted = time.time_ns()
+            frames = self._take_step_frames()
+            idle = [cam for cam in self._cameras if all(cam is not taken for taken, _ in frames)]
+            if idle:
+                with self._progress:  # everything these cameras received before ``attempted`` is tracked
+                    for cam in idle:
+                        cam.caught_up_ns = attempted
+                    self._progress.notify_all()
             if frames:
-                self._track_step(frames)
+                self._track_step([(cam, self._accept(cam, *taken)) for cam, taken in frames])
             else:
-                self._frames_ready.wait(timeout=max(0.0, next_diag - time.monotonic()))
+                wait_for_images(self._image_subs, self.context, min(0.1, max(0.0, next_diag - time.monotonic())))
             if time.monotonic() >= next_diag:
                 next_diag = time.monotonic() + self._diag_period
                 for cam in self._cameras:
-                    self._check_image_timeout(cam)
+                    if cam.image_timed_out(limit := self._image_timeout_s):
+                        self.get_logger().warning(f"{cam.label}no image for {limit:g} s (image_timeout_s)")
                 try:
                     self._publish_diagnostics()
                 except Exception as exc:  # e.g. the context shutting down under us
                     if not self._stop.is_set():
                         self.get_logger().error(f"diagnostics failed: {exc!r}")
 
+    def _take_step_frames(self) -> list[tuple[Camera, Any]]:
+        """The oldest waiting frame of each camera that has one; when cameras are batched, up to camera_sync_s
+        longer for the cameras that have none yet and are not silent (image_timeout_s)."""
+        frames = take_frames(self._cameras)
+        deadline = time.monotonic() + self._camera_sync_s
+        while frames and self._batch is not None and time.monotonic() < deadline:
+            missing = [c for c in self._cameras if not c.timeout_warned and all(c is not t for t, _ in frames)]
+            if not missing:
+                break
+            wait_for_images([c.queue.subscription for c in missing], self.context, deadline - time.monotonic())
+            frames += take_frames(missing)
+        return frames
+
     def _track_step(self, frames: list[tuple[Camera, Any]]) -> None:
         """One tracking step: the oldest waiting frame of each camera that has one is converted, pushed into its
-        camera's engine and its tracks published. The engine runs here only (one camera after the other)."""
+        camera's engine (several cameras: in one call, `_push_together`) and its tracks published."""
         pushed = []
-        for cam, (_seq, msg, received, arrival_ns) in frames:
+        for cam, (msg, received, arrival_ns) in frames:
             frame = self._guarded(cam, self._prepare, cam, msg, arrival_ns)
             if frame is not None:
                 pushed.append((cam, frame, received))
         with self._engine_lock:
-            steps = [(cam, self._guarded(cam, cam.session.push, *frame), received) for cam, frame, received in pushed]
+            if self._batch is not None and len(pushed) > 1:
+                steps = self._push_together(pushed)
+            else:
+                steps = [(cam, self._guarded(cam, cam.session.push, *f), received) for cam, f, received in pushed]
             for cam, step, received in steps:
                 if step is not None:
                     self._guarded(cam, self._after_push, cam, step, received)
-        with self._progress:
-            for cam, item in frames:
-                cam.seq_done = item[0]
-            self._progress.notify_all()
+
+    def _push_together(self, pushed: list[tuple[Camera, tuple, float]]) -> list[tuple[Camera, Any, float]]:
+        """Several cameras' frames through the engine in one call (`push_sessions`); an unexpected error is
+        counted on every camera of the call."""
+        try:
+            steps = push_sessions(self._batch, {cam.name: (cam.session, *frame) for cam, frame, _ in pushed})
+        except Exception as exc:
+            for cam, _, _ in pushed:
+                self._unexpected(cam, exc)
+            return [(cam, None, received) for cam, _, received in pushed]
+        return [(cam, steps[cam.name], received) for cam, _, received in pushed]
 
     def _guarded(self, cam: Camera, fn: Any, *args: Any) -> Any:
         """``fn(*args)``, or None after an unexpected error (counted, logged): the worker survives any frame."""
         try:
             return fn(*args)
         except Exception as exc:
-            if not self._stop.is_set():  # shutting down: publishing into a closing context may fail
-                self._note_error(cam, f"{cam.label}unexpected error on a frame: {exc!r}")
-                self.get_logger().error(traceback.format_exc())
+            self._unexpected(cam, exc)
             return None
+
+    def _unexpected(self, cam: Camera, exc: Exception) -> None:
+        """Count and log an unexpected error on a camera's frame (from within its ``except``)."""
+        if not self._stop.is_set():  # shutting down: publishing into a closing context may fail
+            self._note_error(cam, f"{cam.label}unexpected error on a frame: {exc!r}")
+            self.get_logger().error(traceback.format_exc())
 
     def _note_error(self, cam: Camera, text: str) -> None:
         with self._stats_lock:
             cam.stats.rejected += 1
             cam.stats.last_error = text
-
-    def _check_image_timeout(self, cam: Camera) -> None:
-        silent = time.monotonic() - cam.last_image
-        if self._image_timeout_s > 0 and silent > self._image_timeout_s:
-            if not cam.timeout_warned:
-                self.get_logger().warning(
-                    f"{cam.label}no image for {silent:.1f} s (image_timeout_s {self._image_timeout_s})"
-                )
-            cam.timeout_warned = True
-        else:
-            cam.timeout_warned = False
 
     def _reject(self, cam: Camera, text: str, kind: str | None = None) -> None:
         """Count a rejected frame and log why, each kind of reason (default: the text) at most once per
@@ -450,8 +441,10 @@ class TrackerNode(Node):
         with self._stats_lock:
             cam.stats.resets += 1
             cam.stats.last_reset = f"{restart.reason}; ids dropped: {dropped}"
-        text = (f"{cam.label}{restart.reason}: tracker reset after flushing {len(restart.flushed)} frame(s); ids "
-                f"dropped: {dropped}")
+        text = (
+            f"{cam.label}{restart.reason}: tracker reset after flushing {len(restart.flushed)} frame(s); ids "
+            f"dropped: {dropped}"
+        )
         # rclpy ties a severity to each call site: one line per severity.
         if warn:
             self.get_logger().warning(text)
@@ -477,9 +470,7 @@ class TrackerNode(Node):
             if now_ns > 0:
                 lags.append((now_ns - tracks.stamp) * 1e-9)
             if meta.pixels is not None and cam.debug_pub is not None:
-                drawn = draw_tracks(
-                    meta.pixels, tracks.ids, tracks.xy, tracks.visible, untrained=cam.tracker.untrained
-                )
+                drawn = draw_tracks(meta.pixels, tracks.ids, tracks.xy, tracks.visible, untrained=cam.tracker.untrained)
                 cam.debug_pub.publish(rgb_to_image(drawn, meta.header))
         if emitted:
             published = sum(not item.tracks.refined for item in emitted)
@@ -492,7 +483,10 @@ class TrackerNode(Node):
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [
-            camera_status(cam, self.get_name(), self.get_fully_qualified_name(), self._checkpoint, self._stats_lock)
+            camera_status(
+                cam, self.get_name(), self.get_fully_qualified_name(), self._checkpoint, self._stats_lock,
+                None if self._batch is None else self._batch.batched_windows[cam.name],
+            )
             for cam in self._cameras
         ]
         self._diag_pub.publish(array)

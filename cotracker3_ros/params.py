@@ -134,8 +134,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "queue_size",
         8,
-        "Frames waiting for the tracker. When full, the oldest waiting frame is dropped (counted in the "
-        "diagnostics as dropped frames), so a slow device loses stale frames instead of building up lag.",
+        "Frames waiting for the tracker (the image subscription's keep-last depth). When full, the oldest waiting "
+        "frame is replaced (counted in the diagnostics as lost before the tracker), so a slow device loses stale "
+        "frames instead of building up lag.",
         range=(1, 100),
     ),
     ParamSpec(
@@ -261,6 +262,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         [],
         "With depth_topics: the CameraInfo topic of each camera. Empty: camera_info beside each image topic.",
         constraints="empty, or one per camera name",
+    ),
+    ParamSpec(
+        "camera_sync_s",
+        0.01,
+        "With several cameras: when some have a frame waiting and others not yet, wait up to this long (s) for "
+        "the others (those not silent for image_timeout_s), so that synchronised cameras are tracked in the same "
+        "step and their windows run in one batched model call; 0: never wait.",
+        range=(0.0, 1.0),
     ),
     ParamSpec(
         "num_threads",

@@ -32,6 +32,7 @@ from cotracker3_core.evaluation.warp_clips import WarpClipConfig, make_warp_clip
 from cotracker3_core.frames import StampOrderError
 from cotracker3_core.model import CoTracker3
 from cotracker3_core.multi_stream import MultiStreamTracker
+from cotracker3_core.session import SessionStep, TrackingSession, push_sessions
 from cotracker3_core.streaming import FrameTracks, StreamConfig, StreamingTracker
 from cotracker3_core.window_batch import padding_groups
 from cotracker3_core.windows import initial_estimates
@@ -287,3 +288,42 @@ def test_padding_groups_bound_the_padding():
     assert padding_groups([5, 8, 5], 0.0) == [[1], [0, 2]]
     with pytest.raises(ValueError, match="max_padding"):
         MultiStreamTracker(tiny_model(), StreamConfig(model_resolution=RES, device="cpu"), max_padding=-1)
+
+
+def test_sessions_pushed_together_equal_one_by_one(lite):
+    """`push_sessions` (the node's step over several cameras): the frames one by one through each camera's own
+    `TrackingSession` give the same steps — glitches rejected, restarts (a new frame size), automatic grids,
+    metadata — and the windows due together ran batched (`batched_windows`)."""
+    model, config = lite
+    frames = {k: scene(20, 40, 60, seed=k, speed=1 + k) for k in range(3)}
+    frames[1][12] = scene(1, 44, 60, seed=9, speed=1)[0]  # camera 1 changes size for a frame: two restarts
+    stamps = {k: [1000 * (i + 1) for i in range(20)] for k in range(3)}
+    stamps[2][5] = stamps[2][4]  # camera 2 repeats a stamp: that frame is rejected, the stream goes on
+    stamps[0][7] = 0  # camera 0 sends an unstamped frame
+
+    def steps(step: SessionStep) -> tuple:
+        return (step.restart is not None, type(step.rejected).__name__, step.grid and len(step.grid.ids),
+                [(e.tracks.stamp, e.tracks.refined, e.meta) for e in step.emitted])
+
+    alone = {}
+    for k in range(3):
+        session = TrackingSession(StreamingTracker(model, config), grid_size=3)
+        alone[k] = [session.push(frames[k][i], stamps[k][i], meta=(k, i)) for i in range(20)]
+    engine = MultiStreamTracker(model, config)
+    sessions = {k: TrackingSession(engine.add_camera(k, StreamingTracker(model, config)), 3) for k in range(3)}
+    together = {k: [] for k in range(3)}
+    for i in range(20):
+        out = push_sessions(engine, {k: (sessions[k], frames[k][i], stamps[k][i], (k, i)) for k in range(3)})
+        for k in range(3):
+            together[k].append(out[k])
+    for k in range(3):
+        assert [steps(s) for s in together[k]] == [steps(s) for s in alone[k]]
+        got = [e.tracks for s in together[k] for e in s.emitted]
+        assert_same_tracks(got, [e.tracks for s in alone[k] for e in s.emitted])
+    assert sum(s.rejected is not None for s in together[0] + together[2]) == 2
+    assert sum(s.restart is not None for s in together[1]) == 2  # to the other size and back
+    # Cameras 0 and 2 each lost one frame before their first window, so their windows fell due together; camera
+    # 1's fell one frame earlier (and its stream restarted at frame 12): it ran alone.
+    assert engine.batched_windows == {0: 3, 1: 0, 2: 3}
+    with pytest.raises(ValueError, match="same settings"):  # a stream of another model cannot join
+        engine.add_camera(3, StreamingTracker(tiny_model(), StreamConfig(model_resolution=RES, device="cpu")))

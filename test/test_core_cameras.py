@@ -1,15 +1,14 @@
 """cotracker3_core.cameras without ROS: the camera lists' checks, and the worker's intake over several cameras (one
-frame per camera per step, so a camera with a backlog never holds the others back; its drops are its own)."""
+frame per camera per step, so a camera with a backlog never holds the others back)."""
 
 from __future__ import annotations
 
-import threading
-import time
+from collections import deque
+from typing import Any
 
 import pytest
 
-from cotracker3_core.cameras import CameraStream, FrameSignal, check_camera_lists, take_frames
-from cotracker3_core.intake import DropOldestQueue
+from cotracker3_core.cameras import CameraStream, check_camera_lists, take_frames
 
 
 @pytest.mark.parametrize(
@@ -38,30 +37,26 @@ def test_good_camera_lists_pass() -> None:
     check_camera_lists(["front", "wrist"], ["/f", "/w"], ["/fd", "/wd"], ["/fi", "/wi"])
 
 
-def stream(name: str, maxsize: int = 4) -> CameraStream:
-    return CameraStream(name, session=None, queue=DropOldestQueue(maxsize))  # the intake needs no engine
+class ListQueue:
+    """The smallest `FrameQueue`: the frames given, oldest first (the node's is a DDS subscription's history,
+    tested over DDS in test_ros_image_intake.py)."""
+
+    def __init__(self, *items: Any) -> None:
+        self.items = deque(items)
+
+    def get(self, timeout: float = 0.0) -> Any | None:
+        return self.items.popleft() if self.items else None
+
+
+def stream(name: str, *items: Any) -> CameraStream:
+    return CameraStream(name, session=None, queue=ListQueue(*items))  # the intake needs no engine
 
 
 def test_a_camera_with_a_backlog_does_not_hold_the_others_back() -> None:
-    slow, fast = stream("slow", maxsize=3), stream("fast")
-    for i in range(5):  # the slow camera's queue overflows: its two oldest frames are dropped, and counted
-        slow.queue.put(("slow", i))
-    fast.queue.put(("fast", 0))
-    assert take_frames([slow, fast]) == [(slow, ("slow", 2)), (fast, ("fast", 0))]  # one frame of each
-    fast.queue.put(("fast", 1))
-    assert take_frames([slow, fast]) == [(slow, ("slow", 3)), (fast, ("fast", 1))]
-    assert take_frames([slow, fast]) == [(slow, ("slow", 4))]
+    slow, fast = stream("slow", *[("slow", i) for i in range(3)]), stream("fast", ("fast", 0))
+    assert take_frames([slow, fast]) == [(slow, ("slow", 0)), (fast, ("fast", 0))]  # one frame of each
+    fast.queue.items.append(("fast", 1))
+    assert take_frames([slow, fast]) == [(slow, ("slow", 1)), (fast, ("fast", 1))]
+    assert take_frames([slow, fast]) == [(slow, ("slow", 2))]
     assert take_frames([slow, fast]) == []
-    assert (slow.queue.dropped, fast.queue.dropped) == (2, 0)
     assert (slow.prefix, slow.topic_prefix, stream("").prefix, stream("").topic_prefix) == ("slow/", "~/slow/", "", "")
-
-
-def test_frame_signal_wakes_the_worker_and_times_out() -> None:
-    signal = FrameSignal()
-    start = time.monotonic()
-    signal.wait(0.05)
-    assert time.monotonic() - start >= 0.04  # nothing arrived: waited the timeout
-    threading.Timer(0.02, signal.notify).start()
-    start = time.monotonic()
-    signal.wait(5.0)
-    assert time.monotonic() - start < 2.0  # woken by the notification, not the timeout

@@ -30,8 +30,13 @@ MAX_MODULE_LINES = 500
 #: 2,058): camera.py (99: a camera's ROS side, its publishers and counters, and its diagnostics status, about half of
 #: it moved out of node.py, which had reached the 500-line module limit), four list parameters (params.py, 28), and
 #: the per-camera prefixes of services.py and depth_input.py (4) and node.py (1). The per-camera core state, the
-#: list checks and the worker's frame taking are in cotracker3_core.cameras.
-MAX_NODE_RUNTIME_LINES = 2058
+#: list checks and the worker's frame taking are in cotracker3_core.cameras. Raised to 2,259 (2,058 -> 2,259) by
+#: image_intake.py (123: in #12, the worker takes the images from subscriptions no executor serves, so that frames
+#: it cannot use cost no Python; rclpy has no public API for that) and, in #15 (the node batches several cameras),
+#: parameter_declaration.py (63: the parameter declaration and the live-update checks moved out of node.py, which
+#: the batching had taken over the 500-line module limit; node.py is 5 lines shorter), camera.py (13: the batching
+#: counter, the image timeout check moved out of node.py), params.py (9: camera_sync_s) and diagnostics.py (1).
+MAX_NODE_RUNTIME_LINES = 2259
 #: Modules allowed over MAX_MODULE_LINES (none).
 SIZE_EXEMPT: set[Path] = set()
 

@@ -57,7 +57,7 @@ def image_topic(camera: str) -> str:
 def base_args(checkpoint: Path) -> list[str]:
     args = ["-r", f"__ns:={NS}", "-p", f"checkpoint:={checkpoint}", "-p", f"grid_size:={GRID}",
             "-p", "visibility_threshold:=0.0", "-p", "diagnostics_period:=0.2", "-p", "num_threads:=1",
-            "-p", "queue_size:=100"]  # fmt: skip
+            "-p", "queue_size:=100", "-p", "image_timeout_s:=0.0"]  # fmt: skip  # no camera is ever silent
     for name, value in MODEL.items():
         args += ["-p", f"{name}:={value if name != 'arch' else repr(value)}"]
     return args
@@ -258,6 +258,7 @@ def check_equal(camera: str, got: list[Tracks], expected: dict, stamps: list[int
 @pytest.mark.parametrize("count", [2, 4])
 def test_each_camera_tracks_as_if_alone(rig: Rig, reference, count: int) -> None:
     cameras = CAMERAS[:count]
+    batched = {c: diag.counter(rig.camera_status(c), diag.BATCHED_TOTAL) for c in cameras}
     stamps, frames = rig.send(cameras, FRAMES)
     got = rig.results(cameras, stamps)
     tracks = {c: np.stack([tracks_msg_arrays(m)["xy"] for m in got[c]]) for c in cameras}
@@ -270,6 +271,8 @@ def test_each_camera_tracks_as_if_alone(rig: Rig, reference, count: int) -> None
         assert diag.counter(values, diag.RECEIVED_TOTAL) == rig.sent[camera], (camera, values)
         assert diag.counter(values, diag.DROPPED_TOTAL) == 0 and diag.counter(values, diag.LOST_TOTAL) == 0, values
     assert rig.sent[CAMERAS[-1]] == (FRAMES if count == 4 else 0)
+    for camera in cameras:  # the cameras' first windows (frame 8) ran in one batched call (camera_sync_s aligns them)
+        assert diag.counter(rig.camera_status(camera), diag.BATCHED_TOTAL) == batched[camera] + 1, camera
 
 
 def test_services_of_one_camera_leave_the_others_alone(rig: Rig) -> None:

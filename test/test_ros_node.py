@@ -47,7 +47,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from cotracker3_core.evaluation.protocol import read_frames
-from cotracker3_core.intake import DropOldestQueue, LossCounter
+from cotracker3_core.intake import LossCounter
 from cotracker3_ros import diagnostics as diag
 from cotracker3_ros.conversions import ns_to_time, rgb_to_image, time_to_ns, tracks_msg_arrays
 from cotracker3_ros.node import parse_arch, stream_config_from_params
@@ -68,21 +68,6 @@ NODE_START_TIMEOUT_S = 60.0
 
 
 # --- unit tests of the node's plain helpers ---------------------------------------------------------
-
-
-def test_drop_oldest_queue_counts_drops_and_keeps_newest() -> None:
-    q: DropOldestQueue[int] = DropOldestQueue(3)
-    assert [q.put(i) for i in range(5)] == [False, False, False, True, True]
-    assert q.dropped == 2 and len(q) == 3
-    assert [q.get(0), q.get(0), q.get(0), q.get(0.01)] == [2, 3, 4, None]
-    q.close()
-    assert q.put(9) is False and q.get(1.0) is None
-    with pytest.raises(ValueError, match="queue size"):
-        DropOldestQueue(0)
-    q = DropOldestQueue(5)
-    for i in range(5):
-        q.put(i)
-    assert q.drop_where(lambda i: i <= 2) == 3 and q.dropped == 3 and [q.get(0), q.get(0)] == [3, 4]
 
 
 def test_loss_counter_from_sequence_numbers_else_stamps() -> None:

@@ -287,10 +287,7 @@ def run(args: argparse.Namespace) -> int:
         spin = threading.Thread(target=executor.spin, daemon=True)
         spin.start()
         camera.done.wait()
-        deadline = time.monotonic() + 30.0
-        while tracker.pending_frames and time.monotonic() < deadline:
-            time.sleep(0.05)
-        tracker.flush_and_reset("end of the demo stream")
+        tracker.flush_and_reset("end of the demo stream", wait_s=30.0)  # after the frames still waiting
         time.sleep(0.5)  # let the last messages arrive
         median, within = checker.summary()
         print(
