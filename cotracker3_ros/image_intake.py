@@ -120,4 +120,4 @@ def wait_for_images(subscriptions: Sequence[Subscription], context: Any, timeout
         wait_set.clear_entities()
         for sub in subscriptions:
             wait_set.add_subscription(sub.handle)
-        wait_set.wait(round(timeout_s * 1e9))
+        wait_set.wait(max(0, round(timeout_s * 1e9)))  # a negative timeout would block for ever

@@ -62,6 +62,9 @@ def test_the_worker_takes_the_newest_frames_and_counts_the_replaced(ros: tuple[N
     start = time.monotonic()
     wait_for_images([sub], node.context, 0.2)  # nothing published yet: waits the timeout
     assert time.monotonic() - start >= 0.15 and queue.get() is None
+    start = time.monotonic()
+    wait_for_images([sub], node.context, -0.001)  # a deadline already past: no wait (rcl would wait for ever)
+    assert time.monotonic() - start < 0.1
 
     losses = LossCounter()
     pub.publish(stamped(0))
